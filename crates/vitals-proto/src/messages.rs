@@ -168,7 +168,10 @@ mod tests {
 
     #[test]
     fn peek_seq_reads_broken_batches() {
-        assert_eq!(peek_seq(r#"{"type":"metrics","seq":42,"samples":"nope"}"#), Some(42));
+        assert_eq!(
+            peek_seq(r#"{"type":"metrics","seq":42,"samples":"nope"}"#),
+            Some(42)
+        );
         assert_eq!(peek_seq("not json"), None);
     }
 }

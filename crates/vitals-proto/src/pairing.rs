@@ -73,7 +73,11 @@ mod tests {
         assert_eq!(normalize_code("abcd-efgh").as_deref(), Some("ABCDEFGH"));
         assert_eq!(normalize_code("ABCDEFGH").as_deref(), Some("ABCDEFGH"));
         assert_eq!(normalize_code(" abcd efgh ").as_deref(), Some("ABCDEFGH"));
-        assert_eq!(normalize_code("ABCD-EFG0"), None, "0 is not in the alphabet");
+        assert_eq!(
+            normalize_code("ABCD-EFG0"),
+            None,
+            "0 is not in the alphabet"
+        );
         assert_eq!(normalize_code("ABC"), None);
         assert_eq!(display_code("ABCDEFGH"), "ABCD-EFGH");
     }

@@ -148,7 +148,11 @@ pub fn flatten(s: &MetricSample) -> Vec<(String, f64)> {
 }
 
 fn pct(used: f64, total: f64) -> f64 {
-    if total > 0.0 { used / total * 100.0 } else { 0.0 }
+    if total > 0.0 {
+        used / total * 100.0
+    } else {
+        0.0
+    }
 }
 
 fn push_fmt(buf: &mut String, args: std::fmt::Arguments<'_>) {

@@ -104,7 +104,10 @@ pub fn validate_sample(s: &MetricSample, w: Window) -> Result<(), ValidationErro
     if s.disk.len() > MAX_DISKS || s.disk_io.len() > MAX_DISKS {
         return Err(ValidationError::new(
             TooManyDisks,
-            format!("{} disks; at most {MAX_DISKS} are accepted", s.disk.len().max(s.disk_io.len())),
+            format!(
+                "{} disks; at most {MAX_DISKS} are accepted",
+                s.disk.len().max(s.disk_io.len())
+            ),
         ));
     }
     if s.net_ifaces.len() > MAX_INTERFACES {
@@ -193,7 +196,10 @@ pub fn validate_sample(s: &MetricSample, w: Window) -> Result<(), ValidationErro
     for c in &s.containers {
         name("containers.name", &c.name)?;
         if c.image.len() > MAX_NAME_BYTES * 4 || c.state.len() > MAX_NAME_BYTES {
-            return Err(ValidationError::new(NameTooLong, "container image or state too long"));
+            return Err(ValidationError::new(
+                NameTooLong,
+                "container image or state too long",
+            ));
         }
         for v in [c.cpu, c.mem_bytes, c.net_rx_bps, c.net_tx_bps] {
             non_negative("containers", v)?;
@@ -315,13 +321,27 @@ mod tests {
             (ErrorCode::TsInFuture, Box::new(|s| s.ts += 301_000)),
             (ErrorCode::TsTooOld, Box::new(|s| s.ts = W.oldest_ms - 1)),
             (ErrorCode::OutOfRange, Box::new(|s| s.cpu.total = 100.5)),
-            (ErrorCode::OutOfRange, Box::new(|s| s.cpu.per_core[0] = -1.0)),
+            (
+                ErrorCode::OutOfRange,
+                Box::new(|s| s.cpu.per_core[0] = -1.0),
+            ),
             (ErrorCode::OutOfRange, Box::new(|s| s.net.rx_bps = f64::NAN)),
             (ErrorCode::UsedExceedsTotal, Box::new(|s| s.mem.used = 3.0)),
-            (ErrorCode::TooManyCores, Box::new(|s| s.cpu.per_core = vec![1.0; 1025])),
+            (
+                ErrorCode::TooManyCores,
+                Box::new(|s| s.cpu.per_core = vec![1.0; 1025]),
+            ),
             (
                 ErrorCode::TooManyDisks,
-                Box::new(|s| s.disk = vec![Disk { name: "d".into(), ..Default::default() }; 257]),
+                Box::new(|s| {
+                    s.disk = vec![
+                        Disk {
+                            name: "d".into(),
+                            ..Default::default()
+                        };
+                        257
+                    ]
+                }),
             ),
         ];
         for (code, mutate) in cases {

@@ -1,0 +1,136 @@
+//! Storage for Vitals: the [`Store`] trait and its backends.
+//!
+//! The hub talks to storage only through [`Store`]; it never writes SQL. Each backend keeps
+//! its migrations in `migrations/<backend>/` and must pass the one shared test suite in
+//! [`suite`] (SQLite always; PostgreSQL whenever a database URL is given). All times are Unix
+//! milliseconds. Invariants every backend keeps:
+//! - a `(device, ts)` sample is stored at most once, so replays are idempotent;
+//! - [`Store::insert_batches`] commits all its batches in one durable transaction, or none;
+//! - a pairing code's token is handed out at most once ([`Store::claim_device_token`]).
+
+pub mod sqlite;
+#[cfg(any(test, feature = "test-suite"))]
+pub mod suite;
+mod types;
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+
+pub use sqlite::SqliteStore;
+pub use types::*;
+
+/// What went wrong in the store, in the caller's terms.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A unique thing (user name, code) already exists.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The database could not be reached or answered with an error.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// Migrations could not be applied.
+    #[error("migration error: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The database holds something this build cannot read.
+    #[error("corrupt data: {0}")]
+    Corrupt(String),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Everything the hub persists. Implementations are cheap to share (`Arc<dyn Store>`).
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Short name of the backend, for logs (`sqlite`, `postgres`).
+    fn backend(&self) -> &'static str;
+
+    // ---- accounts -------------------------------------------------------------------------
+    async fn count_users(&self) -> Result<i64>;
+    /// Fails with [`StoreError::Conflict`] when the user name is taken (case-insensitively).
+    async fn create_user(&self, user: NewUser) -> Result<User>;
+    /// Creates the first admin only if there are no users yet, atomically. `Ok(None)` if a user
+    /// already exists.
+    async fn create_first_user(&self, user: NewUser) -> Result<Option<User>>;
+    async fn user_by_name(&self, username: &str) -> Result<Option<(User, String)>>;
+    async fn user_by_id(&self, id: &str) -> Result<Option<User>>;
+    async fn list_users(&self) -> Result<Vec<User>>;
+    /// Deletes the user and their sessions.
+    async fn delete_user(&self, id: &str) -> Result<bool>;
+
+    async fn create_session(&self, session: NewSession) -> Result<()>;
+    /// The live (unexpired) session with this token hash, with its user.
+    async fn session(&self, token_hash: &[u8], now: i64) -> Result<Option<(Session, User)>>;
+    async fn delete_session(&self, token_hash: &[u8]) -> Result<()>;
+    async fn purge_sessions(&self, now: i64) -> Result<u64>;
+
+    async fn create_api_token(&self, token: NewApiToken) -> Result<ApiToken>;
+    async fn api_token_by_hash(&self, token_hash: &[u8]) -> Result<Option<ApiToken>>;
+    async fn list_api_tokens(&self) -> Result<Vec<ApiToken>>;
+    async fn delete_api_token(&self, id: &str) -> Result<bool>;
+
+    async fn meta_get(&self, key: &str) -> Result<Option<String>>;
+    async fn meta_set(&self, key: &str, value: &str) -> Result<()>;
+    /// Deletes the key if it holds `value`; true if it did (a compare-and-delete).
+    async fn meta_take(&self, key: &str, value: &str) -> Result<bool>;
+
+    // ---- pairing --------------------------------------------------------------------------
+    /// Fails with [`StoreError::Conflict`] if the code exists.
+    async fn create_device_code(&self, code: NewDeviceCode) -> Result<()>;
+    async fn device_code(&self, code: &str) -> Result<Option<DeviceCode>>;
+    /// Approves a pending, unexpired code by creating its device (without a token yet).
+    async fn approve_device_code(&self, code: &str, name: &str, now: i64)
+    -> Result<ApproveOutcome>;
+    /// For an approved code: stores `token_hash` as the device's token and deletes the code, in
+    /// one transaction, so the token is handed out once.
+    async fn claim_device_token(
+        &self,
+        code: &str,
+        token_hash: &[u8],
+        now: i64,
+    ) -> Result<ClaimOutcome>;
+    /// Deletes the code (deny). True if it existed and was not yet approved.
+    async fn delete_device_code(&self, code: &str) -> Result<bool>;
+    /// Deletes codes that expired before `before`.
+    async fn purge_device_codes(&self, before: i64) -> Result<u64>;
+
+    // ---- devices --------------------------------------------------------------------------
+    async fn create_device(&self, device: NewDevice) -> Result<Device>;
+    async fn device(&self, id: &str) -> Result<Option<Device>>;
+    async fn device_by_token(&self, token_hash: &[u8]) -> Result<Option<Device>>;
+    /// Every device with its newest sample, in one query.
+    async fn list_devices(&self) -> Result<Vec<DeviceWithLatest>>;
+    async fn rename_device(&self, id: &str, name: &str) -> Result<bool>;
+    /// Replaces the device's token hash (rotation). False if the device does not exist.
+    async fn set_device_token(&self, id: &str, token_hash: &[u8]) -> Result<bool>;
+    async fn set_device_agent_version(&self, id: &str, version: &str) -> Result<()>;
+    /// Deletes the device with all its samples and state.
+    async fn delete_device(&self, id: &str) -> Result<bool>;
+
+    // ---- samples --------------------------------------------------------------------------
+    /// Stores every batch in ONE durable transaction (group commit) and updates each device's
+    /// `last_seen`. Returns, per batch, how many samples were new (replays count 0).
+    async fn insert_batches(&self, batches: &[SampleBatch]) -> Result<Vec<u64>>;
+    /// Samples of one device with `from <= ts <= to`, oldest first.
+    async fn samples(&self, device_seq: i64, from: i64, to: i64) -> Result<Vec<StoredSample>>;
+    /// Number of samples of one device (for tests and stats).
+    async fn count_samples(&self, device_seq: i64) -> Result<i64>;
+    /// Deletes at most `limit` samples older than `before`; returns how many.
+    async fn delete_samples_before(&self, before: i64, limit: i64) -> Result<u64>;
+
+    // ---- device state ---------------------------------------------------------------------
+    async fn put_state(&self, device_seq: i64, kind: &str, json: &str, now: i64) -> Result<()>;
+    async fn states(&self, device_seq: i64) -> Result<Vec<StateRecord>>;
+
+    // ---- settings -------------------------------------------------------------------------
+    async fn settings(&self) -> Result<BTreeMap<String, String>>;
+    /// Writes all keys in one transaction.
+    async fn put_settings(&self, values: &BTreeMap<String, String>) -> Result<()>;
+
+    /// Bytes the database occupies.
+    async fn size_bytes(&self) -> Result<u64>;
+    /// Checks the database can answer (for `/healthz`).
+    async fn ping(&self) -> Result<()>;
+    /// Closes connections, flushing what must be flushed.
+    async fn close(&self);
+}

@@ -1,0 +1,772 @@
+//! The SQLite backend: one file in the data directory, WAL journal, `synchronous=FULL` so a
+//! committed transaction survives power loss. Group commit is the caller's job: the hub hands
+//! many agents' batches to one [`Store::insert_batches`] call, one transaction, one fsync.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{Row, Sqlite, Transaction};
+
+use crate::*;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// A [`Store`] in one SQLite file.
+#[derive(Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) `path` and applies pending migrations. A database written by
+    /// a newer Vitals is refused with [`StoreError::Corrupt`] naming the versions.
+    pub async fn open(path: &Path) -> Result<Self> {
+        let opts = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10))
+            .pragma("temp_store", "memory")
+            .pragma("cache_size", "-16000");
+        Self::with_options(opts).await
+    }
+
+    /// Opens a `sqlite:` URL (as given to `--database-url`).
+    pub async fn open_url(url: &str) -> Result<Self> {
+        let opts = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        Self::with_options(opts).await
+    }
+
+    async fn with_options(opts: SqliteConnectOptions) -> Result<Self> {
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .min_connections(1)
+            .connect_with(opts)
+            .await?;
+        check_not_newer(&pool).await?;
+        MIGRATOR.run(&pool).await?;
+        Ok(Self { pool })
+    }
+}
+
+async fn check_not_newer(pool: &SqlitePool) -> Result<()> {
+    let exists: Option<i64> = sqlx::query_scalar(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
+    )
+    .fetch_optional(pool)
+    .await?;
+    if exists.is_none() {
+        return Ok(());
+    }
+    let newest: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations")
+        .fetch_one(pool)
+        .await?;
+    let known = MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
+    match newest {
+        Some(v) if v > known => Err(StoreError::Corrupt(format!(
+            "the database schema is version {v} but this hub knows only up to {known}; \
+             run a newer vitals-hub or restore a backup"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+fn role(s: &str) -> Result<Role> {
+    Role::parse(s).ok_or_else(|| StoreError::Corrupt(format!("unknown role {s:?}")))
+}
+
+fn user_from(row: &SqliteRow) -> Result<User> {
+    Ok(User {
+        id: row.try_get("id")?,
+        username: row.try_get("username")?,
+        role: role(row.try_get::<&str, _>("role")?)?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+const DEVICE_COLS: &str = "seq, id, name, host_id, simulated, agent_version, created_at, last_seen, token_hash IS NOT NULL AS has_token";
+
+fn device_from(row: &SqliteRow) -> Result<Device> {
+    Ok(Device {
+        seq: row.try_get("seq")?,
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        host_id: row.try_get("host_id")?,
+        simulated: row.try_get::<i64, _>("simulated")? != 0,
+        agent_version: row.try_get("agent_version")?,
+        created_at: row.try_get("created_at")?,
+        last_seen: row.try_get("last_seen")?,
+        has_token: row.try_get::<i64, _>("has_token")? != 0,
+    })
+}
+
+fn token_from(row: &SqliteRow) -> Result<ApiToken> {
+    Ok(ApiToken {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        role: role(row.try_get::<&str, _>("role")?)?,
+        created_by: row.try_get("created_by")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+fn code_from(row: &SqliteRow) -> Result<DeviceCode> {
+    Ok(DeviceCode {
+        code: row.try_get("code")?,
+        host_id: row.try_get("host_id")?,
+        hostname: row.try_get("hostname")?,
+        agent_version: row.try_get("agent_version")?,
+        source_ip: row.try_get("source_ip")?,
+        created_at: row.try_get("created_at")?,
+        expires_at: row.try_get("expires_at")?,
+        device_id: row.try_get("device_id")?,
+        approved_at: row.try_get("approved_at")?,
+    })
+}
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+async fn insert_device(tx: &mut Transaction<'_, Sqlite>, d: &NewDevice) -> Result<Device> {
+    let id = uuid::Uuid::new_v4().to_string();
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO devices (id, name, host_id, token_hash, simulated, agent_version, created_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING {DEVICE_COLS}"
+    )))
+    .bind(&id)
+    .bind(&d.name)
+    .bind(&d.host_id)
+    .bind(d.token_hash.as_deref())
+    .bind(i64::from(d.simulated))
+    .bind(d.agent_version.as_deref())
+    .bind(d.now)
+    .fetch_one(&mut **tx)
+    .await?;
+    device_from(&row)
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn count_users(&self) -> Result<i64> {
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM users")
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    async fn create_user(&self, u: NewUser) -> Result<User> {
+        let id = uuid::Uuid::new_v4().to_string();
+        let res = sqlx::query(
+            "INSERT INTO users (id, username, role, password_hash, created_at) VALUES (?, ?, ?, ?, ?)
+             RETURNING id, username, role, created_at",
+        )
+        .bind(&id)
+        .bind(&u.username)
+        .bind(u.role.as_str())
+        .bind(&u.password_hash)
+        .bind(u.now)
+        .fetch_one(&self.pool)
+        .await;
+        match res {
+            Ok(row) => user_from(&row),
+            Err(e) if is_unique_violation(&e) => Err(StoreError::Conflict(format!(
+                "a user named {:?} already exists",
+                u.username
+            ))),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn create_first_user(&self, u: NewUser) -> Result<Option<User>> {
+        let id = uuid::Uuid::new_v4().to_string();
+        let row = sqlx::query(
+            "INSERT INTO users (id, username, role, password_hash, created_at)
+             SELECT ?, ?, ?, ?, ? WHERE NOT EXISTS (SELECT 1 FROM users)
+             RETURNING id, username, role, created_at",
+        )
+        .bind(&id)
+        .bind(&u.username)
+        .bind(u.role.as_str())
+        .bind(&u.password_hash)
+        .bind(u.now)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(user_from).transpose()
+    }
+
+    async fn user_by_name(&self, username: &str) -> Result<Option<(User, String)>> {
+        let row = sqlx::query(
+            "SELECT id, username, role, created_at, password_hash FROM users WHERE username = ?",
+        )
+        .bind(username)
+        .fetch_optional(&self.pool)
+        .await?;
+        match row {
+            Some(r) => Ok(Some((user_from(&r)?, r.try_get("password_hash")?))),
+            None => Ok(None),
+        }
+    }
+
+    async fn user_by_id(&self, id: &str) -> Result<Option<User>> {
+        let row = sqlx::query("SELECT id, username, role, created_at FROM users WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(user_from).transpose()
+    }
+
+    async fn list_users(&self) -> Result<Vec<User>> {
+        let rows =
+            sqlx::query("SELECT id, username, role, created_at FROM users ORDER BY username")
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter().map(user_from).collect()
+    }
+
+    async fn delete_user(&self, id: &str) -> Result<bool> {
+        let n = sqlx::query("DELETE FROM users WHERE id = ?")
+            .bind(id)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok(n > 0)
+    }
+
+    async fn create_session(&self, s: NewSession) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO sessions (token_hash, user_id, csrf, created_at, expires_at) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(&s.token_hash)
+        .bind(&s.user_id)
+        .bind(&s.csrf)
+        .bind(s.now)
+        .bind(s.expires_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn session(&self, token_hash: &[u8], now: i64) -> Result<Option<(Session, User)>> {
+        let row = sqlx::query(
+            "SELECT s.csrf, s.expires_at, u.id, u.username, u.role, u.created_at
+             FROM sessions s JOIN users u ON u.id = s.user_id
+             WHERE s.token_hash = ? AND s.expires_at > ?",
+        )
+        .bind(token_hash)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        match row {
+            Some(r) => {
+                let user = user_from(&r)?;
+                Ok(Some((
+                    Session {
+                        user_id: user.id.clone(),
+                        csrf: r.try_get("csrf")?,
+                        expires_at: r.try_get("expires_at")?,
+                    },
+                    user,
+                )))
+            }
+            None => Ok(None),
+        }
+    }
+
+    async fn delete_session(&self, token_hash: &[u8]) -> Result<()> {
+        sqlx::query("DELETE FROM sessions WHERE token_hash = ?")
+            .bind(token_hash)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn purge_sessions(&self, now: i64) -> Result<u64> {
+        Ok(sqlx::query("DELETE FROM sessions WHERE expires_at <= ?")
+            .bind(now)
+            .execute(&self.pool)
+            .await?
+            .rows_affected())
+    }
+
+    async fn create_api_token(&self, t: NewApiToken) -> Result<ApiToken> {
+        let id = uuid::Uuid::new_v4().to_string();
+        let row = sqlx::query(
+            "INSERT INTO api_tokens (id, name, role, token_hash, created_by, created_at)
+             VALUES (?, ?, ?, ?, ?, ?) RETURNING id, name, role, created_by, created_at",
+        )
+        .bind(&id)
+        .bind(&t.name)
+        .bind(t.role.as_str())
+        .bind(&t.token_hash)
+        .bind(t.created_by.as_deref())
+        .bind(t.now)
+        .fetch_one(&self.pool)
+        .await?;
+        token_from(&row)
+    }
+
+    async fn api_token_by_hash(&self, token_hash: &[u8]) -> Result<Option<ApiToken>> {
+        let row = sqlx::query(
+            "SELECT id, name, role, created_by, created_at FROM api_tokens WHERE token_hash = ?",
+        )
+        .bind(token_hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(token_from).transpose()
+    }
+
+    async fn list_api_tokens(&self) -> Result<Vec<ApiToken>> {
+        let rows = sqlx::query(
+            "SELECT id, name, role, created_by, created_at FROM api_tokens ORDER BY created_at",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(token_from).collect()
+    }
+
+    async fn delete_api_token(&self, id: &str) -> Result<bool> {
+        Ok(sqlx::query("DELETE FROM api_tokens WHERE id = ?")
+            .bind(id)
+            .execute(&self.pool)
+            .await?
+            .rows_affected()
+            > 0)
+    }
+
+    async fn meta_get(&self, key: &str) -> Result<Option<String>> {
+        Ok(sqlx::query_scalar("SELECT value FROM meta WHERE key = ?")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    async fn meta_set(&self, key: &str, value: &str) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        )
+        .bind(key)
+        .bind(value)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn meta_take(&self, key: &str, value: &str) -> Result<bool> {
+        Ok(sqlx::query("DELETE FROM meta WHERE key = ? AND value = ?")
+            .bind(key)
+            .bind(value)
+            .execute(&self.pool)
+            .await?
+            .rows_affected()
+            > 0)
+    }
+
+    async fn create_device_code(&self, c: NewDeviceCode) -> Result<()> {
+        let res = sqlx::query(
+            "INSERT INTO device_codes (code, host_id, hostname, agent_version, source_ip, created_at, expires_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&c.code)
+        .bind(&c.host_id)
+        .bind(c.hostname.as_deref())
+        .bind(c.agent_version.as_deref())
+        .bind(c.source_ip.as_deref())
+        .bind(c.now)
+        .bind(c.expires_at)
+        .execute(&self.pool)
+        .await;
+        match res {
+            Ok(_) => Ok(()),
+            Err(e) if is_unique_violation(&e) => {
+                Err(StoreError::Conflict("pairing code already exists".into()))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn device_code(&self, code: &str) -> Result<Option<DeviceCode>> {
+        let row = sqlx::query("SELECT * FROM device_codes WHERE code = ?")
+            .bind(code)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(code_from).transpose()
+    }
+
+    async fn approve_device_code(
+        &self,
+        code: &str,
+        name: &str,
+        now: i64,
+    ) -> Result<ApproveOutcome> {
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query("SELECT * FROM device_codes WHERE code = ?")
+            .bind(code)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(c) = row.as_ref().map(code_from).transpose()? else {
+            return Ok(ApproveOutcome::NotFound);
+        };
+        if c.device_id.is_some() {
+            return Ok(ApproveOutcome::AlreadyApproved);
+        }
+        if c.expires_at <= now {
+            return Ok(ApproveOutcome::Expired);
+        }
+        let device = insert_device(
+            &mut tx,
+            &NewDevice {
+                name: name.to_string(),
+                host_id: c.host_id.clone(),
+                token_hash: None,
+                simulated: false,
+                agent_version: c.agent_version.clone(),
+                now,
+            },
+        )
+        .await?;
+        let n = sqlx::query(
+            "UPDATE device_codes SET device_id = ?, approved_at = ? WHERE code = ? AND device_id IS NULL",
+        )
+        .bind(&device.id)
+        .bind(now)
+        .bind(code)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if n != 1 {
+            return Ok(ApproveOutcome::AlreadyApproved);
+        }
+        tx.commit().await?;
+        Ok(ApproveOutcome::Approved(device))
+    }
+
+    async fn claim_device_token(
+        &self,
+        code: &str,
+        token_hash: &[u8],
+        now: i64,
+    ) -> Result<ClaimOutcome> {
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query("SELECT * FROM device_codes WHERE code = ?")
+            .bind(code)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(c) = row.as_ref().map(code_from).transpose()? else {
+            return Ok(ClaimOutcome::NotFound);
+        };
+        let Some(device_id) = c.device_id else {
+            return Ok(if c.expires_at <= now {
+                ClaimOutcome::Expired
+            } else {
+                ClaimOutcome::Pending
+            });
+        };
+        let deleted = sqlx::query("DELETE FROM device_codes WHERE code = ?")
+            .bind(code)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        let updated = sqlx::query("UPDATE devices SET token_hash = ? WHERE id = ?")
+            .bind(token_hash)
+            .bind(&device_id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if deleted != 1 || updated != 1 {
+            // The device was deleted between approval and claim: nothing to hand out.
+            return Ok(ClaimOutcome::NotFound);
+        }
+        tx.commit().await?;
+        Ok(ClaimOutcome::Claimed { device_id })
+    }
+
+    async fn delete_device_code(&self, code: &str) -> Result<bool> {
+        Ok(
+            sqlx::query("DELETE FROM device_codes WHERE code = ? AND device_id IS NULL")
+                .bind(code)
+                .execute(&self.pool)
+                .await?
+                .rows_affected()
+                > 0,
+        )
+    }
+
+    async fn purge_device_codes(&self, before: i64) -> Result<u64> {
+        Ok(sqlx::query("DELETE FROM device_codes WHERE expires_at < ?")
+            .bind(before)
+            .execute(&self.pool)
+            .await?
+            .rows_affected())
+    }
+
+    async fn create_device(&self, d: NewDevice) -> Result<Device> {
+        let mut tx = self.pool.begin().await?;
+        let dev = insert_device(&mut tx, &d).await?;
+        tx.commit().await?;
+        Ok(dev)
+    }
+
+    async fn device(&self, id: &str) -> Result<Option<Device>> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {DEVICE_COLS} FROM devices WHERE id = ?"
+        )))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(device_from).transpose()
+    }
+
+    async fn device_by_token(&self, token_hash: &[u8]) -> Result<Option<Device>> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {DEVICE_COLS} FROM devices WHERE token_hash = ?"
+        )))
+        .bind(token_hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(device_from).transpose()
+    }
+
+    async fn list_devices(&self) -> Result<Vec<DeviceWithLatest>> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {DEVICE_COLS}, l.ts AS latest_ts, l.data AS latest_data
+             FROM devices d LEFT JOIN samples l
+               ON l.device_seq = d.seq
+              AND l.ts = (SELECT MAX(ts) FROM samples WHERE device_seq = d.seq)
+             ORDER BY d.name COLLATE NOCASE, d.id"
+        )))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let ts: Option<i64> = r.try_get("latest_ts")?;
+                let data: Option<Vec<u8>> = r.try_get("latest_data")?;
+                Ok(DeviceWithLatest {
+                    device: device_from(r)?,
+                    latest: ts.zip(data).map(|(ts, data)| StoredSample { ts, data }),
+                })
+            })
+            .collect()
+    }
+
+    async fn rename_device(&self, id: &str, name: &str) -> Result<bool> {
+        Ok(sqlx::query("UPDATE devices SET name = ? WHERE id = ?")
+            .bind(name)
+            .bind(id)
+            .execute(&self.pool)
+            .await?
+            .rows_affected()
+            > 0)
+    }
+
+    async fn set_device_token(&self, id: &str, token_hash: &[u8]) -> Result<bool> {
+        Ok(
+            sqlx::query("UPDATE devices SET token_hash = ? WHERE id = ?")
+                .bind(token_hash)
+                .bind(id)
+                .execute(&self.pool)
+                .await?
+                .rows_affected()
+                > 0,
+        )
+    }
+
+    async fn set_device_agent_version(&self, id: &str, version: &str) -> Result<()> {
+        sqlx::query("UPDATE devices SET agent_version = ? WHERE id = ?")
+            .bind(version)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn delete_device(&self, id: &str) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let seq: Option<i64> = sqlx::query_scalar("SELECT seq FROM devices WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(seq) = seq else {
+            return Ok(false);
+        };
+        sqlx::query("DELETE FROM samples WHERE device_seq = ?")
+            .bind(seq)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM device_state WHERE device_seq = ?")
+            .bind(seq)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM devices WHERE seq = ?")
+            .bind(seq)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn insert_batches(&self, batches: &[SampleBatch]) -> Result<Vec<u64>> {
+        let mut tx = self.pool.begin().await?;
+        let mut stored = Vec::with_capacity(batches.len());
+        for b in batches {
+            let mut n = 0;
+            let mut newest = None::<i64>;
+            for (ts, data) in &b.samples {
+                n += sqlx::query(
+                    "INSERT INTO samples (device_seq, ts, data) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+                )
+                .bind(b.device_seq)
+                .bind(ts)
+                .bind(data.as_slice())
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                newest = Some(newest.map_or(*ts, |m| m.max(*ts)));
+            }
+            if newest.is_some() {
+                sqlx::query(
+                    "UPDATE devices SET last_seen = MAX(COALESCE(last_seen, 0), ?) WHERE seq = ?",
+                )
+                .bind(b.now)
+                .bind(b.device_seq)
+                .execute(&mut *tx)
+                .await?;
+            }
+            stored.push(n);
+        }
+        tx.commit().await?;
+        Ok(stored)
+    }
+
+    async fn samples(&self, device_seq: i64, from: i64, to: i64) -> Result<Vec<StoredSample>> {
+        let rows = sqlx::query(
+            "SELECT ts, data FROM samples WHERE device_seq = ? AND ts BETWEEN ? AND ? ORDER BY ts",
+        )
+        .bind(device_seq)
+        .bind(from)
+        .bind(to)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(StoredSample {
+                    ts: r.try_get("ts")?,
+                    data: r.try_get("data")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn count_samples(&self, device_seq: i64) -> Result<i64> {
+        Ok(
+            sqlx::query_scalar("SELECT COUNT(*) FROM samples WHERE device_seq = ?")
+                .bind(device_seq)
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn delete_samples_before(&self, before: i64, limit: i64) -> Result<u64> {
+        Ok(sqlx::query(
+            "DELETE FROM samples WHERE (device_seq, ts) IN
+               (SELECT device_seq, ts FROM samples WHERE ts < ? LIMIT ?)",
+        )
+        .bind(before)
+        .bind(limit)
+        .execute(&self.pool)
+        .await?
+        .rows_affected())
+    }
+
+    async fn put_state(&self, device_seq: i64, kind: &str, json: &str, now: i64) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO device_state (device_seq, kind, data, updated_at) VALUES (?, ?, ?, ?)
+             ON CONFLICT(device_seq, kind) DO UPDATE SET data = excluded.data, updated_at = excluded.updated_at",
+        )
+        .bind(device_seq)
+        .bind(kind)
+        .bind(json)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn states(&self, device_seq: i64) -> Result<Vec<StateRecord>> {
+        let rows = sqlx::query(
+            "SELECT kind, data, updated_at FROM device_state WHERE device_seq = ? ORDER BY kind",
+        )
+        .bind(device_seq)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(StateRecord {
+                    kind: r.try_get("kind")?,
+                    data: r.try_get("data")?,
+                    updated_at: r.try_get("updated_at")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn settings(&self) -> Result<BTreeMap<String, String>> {
+        let rows = sqlx::query("SELECT key, value FROM settings")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("key")?, r.try_get("value")?)))
+            .collect()
+    }
+
+    async fn put_settings(&self, values: &BTreeMap<String, String>) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        for (k, v) in values {
+            sqlx::query(
+                "INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            )
+            .bind(k)
+            .bind(v)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn size_bytes(&self) -> Result<u64> {
+        let pages: i64 = sqlx::query_scalar("PRAGMA page_count")
+            .fetch_one(&self.pool)
+            .await?;
+        let size: i64 = sqlx::query_scalar("PRAGMA page_size")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(u64::try_from(pages.saturating_mul(size)).unwrap_or(0))
+    }
+
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+}

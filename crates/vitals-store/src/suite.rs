@@ -1,0 +1,357 @@
+//! The store test suite, written once and run against every backend (quickwit's
+//! `metastore_test_suite!`). A backend's tests call [`store_test_suite!`] with an async
+//! expression that builds a fresh, empty store.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::*;
+
+/// Generates one `#[tokio::test]` per suite case. `$make` is an async block yielding
+/// `Option<Arc<dyn Store>>` (`None` skips, for backends whose server is not configured).
+#[macro_export]
+macro_rules! store_test_suite {
+    ($make:expr) => {
+        $crate::store_test_suite!(@cases $make;
+            users_and_first_admin, sessions_expire_and_cascade, api_tokens,
+            pairing_lifecycle, pairing_expiry_and_deny, devices_and_tokens,
+            samples_idempotent_group_commit, sample_ranges_and_retention,
+            state_and_settings, meta_compare_and_delete);
+    };
+    (@cases $make:expr; $($case:ident),*) => {
+        $(
+            #[tokio::test]
+            async fn $case() {
+                let Some(store) = $make.await else { return };
+                $crate::suite::$case(store).await;
+            }
+        )*
+    };
+}
+
+fn user(name: &str, role: Role) -> NewUser {
+    NewUser {
+        username: name.into(),
+        role,
+        password_hash: "$argon2id$fake".into(),
+        now: 1,
+    }
+}
+
+pub async fn users_and_first_admin(s: Arc<dyn Store>) {
+    assert_eq!(s.count_users().await.expect("count"), 0);
+    let first = s
+        .create_first_user(user("root", Role::Admin))
+        .await
+        .expect("first");
+    assert!(first.is_some());
+    assert!(
+        s.create_first_user(user("other", Role::Admin))
+            .await
+            .expect("second")
+            .is_none(),
+        "only one first admin"
+    );
+    let v = s
+        .create_user(user("Viewer", Role::Viewer))
+        .await
+        .expect("viewer");
+    assert!(matches!(
+        s.create_user(user("viewer", Role::Viewer)).await,
+        Err(StoreError::Conflict(_))
+    ));
+    let (found, hash) = s.user_by_name("VIEWER").await.expect("q").expect("found");
+    assert_eq!(found.id, v.id);
+    assert_eq!(hash, "$argon2id$fake");
+    assert_eq!(s.list_users().await.expect("list").len(), 2);
+    assert!(s.delete_user(&v.id).await.expect("delete"));
+    assert!(s.user_by_id(&v.id).await.expect("q").is_none());
+}
+
+pub async fn sessions_expire_and_cascade(s: Arc<dyn Store>) {
+    let u = s.create_user(user("a", Role::Admin)).await.expect("user");
+    s.create_session(NewSession {
+        token_hash: vec![1; 32],
+        user_id: u.id.clone(),
+        csrf: "c".into(),
+        now: 0,
+        expires_at: 100,
+    })
+    .await
+    .expect("session");
+    let (sess, su) = s.session(&[1; 32], 50).await.expect("q").expect("live");
+    assert_eq!(sess.csrf, "c");
+    assert_eq!(su.id, u.id);
+    assert!(
+        s.session(&[1; 32], 100).await.expect("q").is_none(),
+        "expired"
+    );
+    assert_eq!(s.purge_sessions(101).await.expect("purge"), 1);
+    s.create_session(NewSession {
+        token_hash: vec![2; 32],
+        user_id: u.id.clone(),
+        csrf: "c".into(),
+        now: 0,
+        expires_at: 100,
+    })
+    .await
+    .expect("session");
+    s.delete_user(&u.id).await.expect("delete");
+    assert!(
+        s.session(&[2; 32], 1).await.expect("q").is_none(),
+        "cascade"
+    );
+}
+
+pub async fn api_tokens(s: Arc<dyn Store>) {
+    let t = s
+        .create_api_token(NewApiToken {
+            name: "ci".into(),
+            role: Role::Viewer,
+            token_hash: vec![9; 32],
+            created_by: None,
+            now: 5,
+        })
+        .await
+        .expect("token");
+    let found = s
+        .api_token_by_hash(&[9; 32])
+        .await
+        .expect("q")
+        .expect("found");
+    assert_eq!(found, t);
+    assert_eq!(s.list_api_tokens().await.expect("list").len(), 1);
+    assert!(s.delete_api_token(&t.id).await.expect("delete"));
+    assert!(s.api_token_by_hash(&[9; 32]).await.expect("q").is_none());
+}
+
+fn code(c: &str, expires_at: i64) -> NewDeviceCode {
+    NewDeviceCode {
+        code: c.into(),
+        host_id: "host-1".into(),
+        hostname: Some("box".into()),
+        agent_version: Some("0.1.0".into()),
+        source_ip: Some("127.0.0.1".into()),
+        now: 0,
+        expires_at,
+    }
+}
+
+pub async fn pairing_lifecycle(s: Arc<dyn Store>) {
+    s.create_device_code(code("ABCDEFGH", 1000))
+        .await
+        .expect("code");
+    assert!(matches!(
+        s.create_device_code(code("ABCDEFGH", 1000)).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(
+        s.claim_device_token("ABCDEFGH", &[1; 32], 10)
+            .await
+            .expect("claim"),
+        ClaimOutcome::Pending
+    );
+    let ApproveOutcome::Approved(dev) = s
+        .approve_device_code("ABCDEFGH", "web-1", 20)
+        .await
+        .expect("approve")
+    else {
+        panic!("not approved")
+    };
+    assert_eq!(dev.host_id, "host-1");
+    assert_eq!(
+        s.approve_device_code("ABCDEFGH", "again", 21)
+            .await
+            .expect("approve"),
+        ApproveOutcome::AlreadyApproved
+    );
+    assert_eq!(
+        s.claim_device_token("ABCDEFGH", &[7; 32], 30)
+            .await
+            .expect("claim"),
+        ClaimOutcome::Claimed {
+            device_id: dev.id.clone()
+        }
+    );
+    assert_eq!(
+        s.claim_device_token("ABCDEFGH", &[8; 32], 31)
+            .await
+            .expect("claim"),
+        ClaimOutcome::NotFound,
+        "the token is handed out once"
+    );
+    let by_token = s
+        .device_by_token(&[7; 32])
+        .await
+        .expect("q")
+        .expect("found");
+    assert_eq!(by_token.id, dev.id);
+    assert_eq!(
+        s.approve_device_code("ZZZZZZZZ", "x", 1)
+            .await
+            .expect("approve"),
+        ApproveOutcome::NotFound
+    );
+}
+
+pub async fn pairing_expiry_and_deny(s: Arc<dyn Store>) {
+    s.create_device_code(code("EXPIRED2", 100))
+        .await
+        .expect("code");
+    assert_eq!(
+        s.claim_device_token("EXPIRED2", &[1; 32], 100)
+            .await
+            .expect("claim"),
+        ClaimOutcome::Expired
+    );
+    assert_eq!(
+        s.approve_device_code("EXPIRED2", "x", 100)
+            .await
+            .expect("approve"),
+        ApproveOutcome::Expired
+    );
+    assert_eq!(s.purge_device_codes(101).await.expect("purge"), 1);
+    assert_eq!(
+        s.claim_device_token("EXPIRED2", &[1; 32], 102)
+            .await
+            .expect("claim"),
+        ClaimOutcome::NotFound
+    );
+    s.create_device_code(code("DENYME22", 1000))
+        .await
+        .expect("code");
+    assert!(s.delete_device_code("DENYME22").await.expect("deny"));
+    assert!(s.device_code("DENYME22").await.expect("q").is_none());
+}
+
+fn device(name: &str) -> NewDevice {
+    NewDevice {
+        name: name.into(),
+        host_id: format!("host-{name}"),
+        token_hash: Some(name.as_bytes().to_vec()),
+        simulated: false,
+        agent_version: None,
+        now: 1,
+    }
+}
+
+pub async fn devices_and_tokens(s: Arc<dyn Store>) {
+    let d = s.create_device(device("b")).await.expect("device");
+    let d2 = s.create_device(device("a")).await.expect("device");
+    assert_ne!(d.seq, d2.seq);
+    assert!(s.rename_device(&d.id, "renamed").await.expect("rename"));
+    assert_eq!(
+        s.device(&d.id).await.expect("q").expect("found").name,
+        "renamed"
+    );
+    assert!(s.set_device_token(&d.id, b"new").await.expect("rotate"));
+    assert!(
+        s.device_by_token(b"b").await.expect("q").is_none(),
+        "old token revoked"
+    );
+    assert!(s.device_by_token(b"new").await.expect("q").is_some());
+    s.set_device_agent_version(&d.id, "9.9")
+        .await
+        .expect("version");
+    let list = s.list_devices().await.expect("list");
+    assert_eq!(list.len(), 2);
+    assert_eq!(list[0].device.name, "a", "sorted by name");
+    assert!(list[0].latest.is_none());
+    assert!(s.delete_device(&d.id).await.expect("delete"));
+    assert!(!s.delete_device(&d.id).await.expect("delete twice"));
+    assert!(s.device(&d.id).await.expect("q").is_none());
+}
+
+pub async fn samples_idempotent_group_commit(s: Arc<dyn Store>) {
+    let a = s.create_device(device("a")).await.expect("device");
+    let b = s.create_device(device("b")).await.expect("device");
+    let batch = |seq, from: i64, n: i64| SampleBatch {
+        device_seq: seq,
+        samples: (from..from + n)
+            .map(|t| (t * 1000, format!("{{\"t\":{t}}}").into_bytes()))
+            .collect(),
+        now: from * 1000 + n * 1000,
+    };
+    let stored = s
+        .insert_batches(&[batch(a.seq, 0, 10), batch(b.seq, 0, 5)])
+        .await
+        .expect("insert");
+    assert_eq!(stored, vec![10, 5]);
+    // A replay overlapping old and new samples stores only the new ones.
+    let stored = s
+        .insert_batches(&[batch(a.seq, 5, 10)])
+        .await
+        .expect("replay");
+    assert_eq!(stored, vec![5]);
+    assert_eq!(s.count_samples(a.seq).await.expect("count"), 15);
+    assert_eq!(s.count_samples(b.seq).await.expect("count"), 5);
+    let list = s.list_devices().await.expect("list");
+    let la = list.iter().find(|d| d.device.id == a.id).expect("a");
+    assert_eq!(la.latest.as_ref().map(|l| l.ts), Some(14_000));
+    assert_eq!(la.device.last_seen, Some(15_000));
+    // Deleting a device deletes its samples.
+    s.delete_device(&b.id).await.expect("delete");
+    assert_eq!(s.count_samples(b.seq).await.expect("count"), 0);
+}
+
+pub async fn sample_ranges_and_retention(s: Arc<dyn Store>) {
+    let a = s.create_device(device("a")).await.expect("device");
+    let samples = (0..100).map(|t| (t * 1000, b"{}".to_vec())).collect();
+    s.insert_batches(&[SampleBatch {
+        device_seq: a.seq,
+        samples,
+        now: 0,
+    }])
+    .await
+    .expect("insert");
+    let r = s.samples(a.seq, 10_000, 19_000).await.expect("range");
+    assert_eq!(r.len(), 10);
+    assert_eq!(r[0].ts, 10_000);
+    assert_eq!(r[9].ts, 19_000);
+    let mut deleted = 0;
+    loop {
+        let n = s.delete_samples_before(50_000, 7).await.expect("delete");
+        if n == 0 {
+            break;
+        }
+        assert!(n <= 7, "chunked");
+        deleted += n;
+    }
+    assert_eq!(deleted, 50);
+    assert_eq!(s.count_samples(a.seq).await.expect("count"), 50);
+}
+
+pub async fn state_and_settings(s: Arc<dyn Store>) {
+    let a = s.create_device(device("a")).await.expect("device");
+    s.put_state(a.seq, "processes", "[1]", 1)
+        .await
+        .expect("put");
+    s.put_state(a.seq, "processes", "[2]", 2)
+        .await
+        .expect("put");
+    s.put_state(a.seq, "system-info", "{}", 3)
+        .await
+        .expect("put");
+    let st = s.states(a.seq).await.expect("states");
+    assert_eq!(st.len(), 2);
+    assert_eq!(st[0].data, "[2]");
+    let mut kv = BTreeMap::new();
+    kv.insert("retention.rawDays".to_string(), "7".to_string());
+    s.put_settings(&kv).await.expect("settings");
+    kv.insert("retention.rawDays".to_string(), "3".to_string());
+    s.put_settings(&kv).await.expect("settings");
+    assert_eq!(s.settings().await.expect("settings"), kv);
+    assert!(s.size_bytes().await.expect("size") > 0);
+    s.ping().await.expect("ping");
+}
+
+pub async fn meta_compare_and_delete(s: Arc<dyn Store>) {
+    s.meta_set("setup", "abc").await.expect("set");
+    assert_eq!(
+        s.meta_get("setup").await.expect("get").as_deref(),
+        Some("abc")
+    );
+    assert!(!s.meta_take("setup", "wrong").await.expect("take"));
+    assert!(s.meta_take("setup", "abc").await.expect("take"));
+    assert!(!s.meta_take("setup", "abc").await.expect("take twice"));
+}

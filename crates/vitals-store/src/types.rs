@@ -1,0 +1,182 @@
+//! Plain records the [`crate::Store`] trait reads and writes.
+
+use serde::Serialize;
+
+/// A user's role. Admins may do everything; viewers only read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Admin,
+    Viewer,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Viewer => "viewer",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "admin" => Some(Role::Admin),
+            "viewer" => Some(Role::Viewer),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct User {
+    pub id: String,
+    pub username: String,
+    pub role: Role,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    pub username: String,
+    pub role: Role,
+    /// An argon2id PHC string.
+    pub password_hash: String,
+    pub now: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewSession {
+    pub token_hash: Vec<u8>,
+    pub user_id: String,
+    pub csrf: String,
+    pub now: i64,
+    pub expires_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Session {
+    pub user_id: String,
+    pub csrf: String,
+    pub expires_at: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewApiToken {
+    pub name: String,
+    pub role: Role,
+    pub token_hash: Vec<u8>,
+    pub created_by: Option<String>,
+    pub now: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiToken {
+    pub id: String,
+    pub name: String,
+    pub role: Role,
+    pub created_by: Option<String>,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewDeviceCode {
+    /// Normalised (no dash, upper case).
+    pub code: String,
+    pub host_id: String,
+    pub hostname: Option<String>,
+    pub agent_version: Option<String>,
+    pub source_ip: Option<String>,
+    pub now: i64,
+    pub expires_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceCode {
+    pub code: String,
+    pub host_id: String,
+    pub hostname: Option<String>,
+    pub agent_version: Option<String>,
+    pub source_ip: Option<String>,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub device_id: Option<String>,
+    pub approved_at: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ApproveOutcome {
+    Approved(Device),
+    NotFound,
+    Expired,
+    AlreadyApproved,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClaimOutcome {
+    /// The token was stored for this device; hand it out now.
+    Claimed {
+        device_id: String,
+    },
+    Pending,
+    Expired,
+    NotFound,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewDevice {
+    pub name: String,
+    pub host_id: String,
+    pub token_hash: Option<Vec<u8>>,
+    pub simulated: bool,
+    pub agent_version: Option<String>,
+    pub now: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Device {
+    /// Public UUID.
+    pub id: String,
+    /// Compact internal key used by sample tables.
+    #[serde(skip)]
+    pub seq: i64,
+    pub name: String,
+    pub host_id: String,
+    pub simulated: bool,
+    pub agent_version: Option<String>,
+    pub created_at: i64,
+    pub last_seen: Option<i64>,
+    #[serde(skip)]
+    pub has_token: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceWithLatest {
+    pub device: Device,
+    /// The newest stored sample (JSON), if any.
+    pub latest: Option<StoredSample>,
+}
+
+/// Samples of one device to store together.
+#[derive(Debug, Clone)]
+pub struct SampleBatch {
+    pub device_seq: i64,
+    /// `(ts, JSON of the validated MetricSample)`.
+    pub samples: Vec<(i64, Vec<u8>)>,
+    /// Becomes the device's `last_seen`.
+    pub now: i64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredSample {
+    pub ts: i64,
+    pub data: Vec<u8>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct StateRecord {
+    pub kind: String,
+    pub data: String,
+    pub updated_at: i64,
+}

@@ -10,6 +10,8 @@ use crate::sample::MetricSample;
 use crate::state::DeviceState;
 
 /// A message from an agent to the hub.
+// `State` is larger than the others, but messages are short-lived: boxing would only cost.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "camelCase")]
 pub enum AgentMessage {

@@ -18,6 +18,8 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 
 pub use sqlite::SqliteStore;
+/// The database error type, for callers that classify failures (unavailable vs. bug).
+pub use sqlx::Error as SqlxError;
 pub use types::*;
 
 /// What went wrong in the store, in the caller's terms.

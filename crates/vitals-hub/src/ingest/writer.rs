@@ -1,0 +1,142 @@
+//! The group-commit writer. Every accepted batch, from any agent or transport, goes through one
+//! task that takes whatever batches are waiting, commits them in ONE durable transaction, and
+//! only then answers each submitter (who then acks its agent) and publishes the change events.
+//! While a commit is in flight, new batches queue and join the next one: the busier the hub,
+//! the more batches share an fsync.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use vitals_store::{SampleBatch, Store};
+
+use crate::state::LiveEvent;
+use crate::telemetry;
+
+/// Most batches in one group commit.
+const MAX_GROUP: usize = 1024;
+/// Batches waiting for the writer before submitters wait (back-pressure).
+const QUEUE: usize = 4096;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum WriteError {
+    #[error("the database is unavailable")]
+    Unavailable,
+    #[error("the hub is shutting down")]
+    ShuttingDown,
+}
+
+struct WriteRequest {
+    device_id: String,
+    batch: SampleBatch,
+    reply: oneshot::Sender<Result<u64, WriteError>>,
+}
+
+/// Handle to submit batches to the writer task.
+#[derive(Clone)]
+pub struct Writer {
+    tx: mpsc::Sender<WriteRequest>,
+}
+
+impl Writer {
+    /// Starts the writer task. It stops after `shutdown` once the queue is drained; the
+    /// returned handle completes then.
+    pub fn spawn(
+        store: Arc<dyn Store>,
+        events: broadcast::Sender<LiveEvent>,
+        shutdown: CancellationToken,
+    ) -> (Writer, tokio::task::JoinHandle<()>) {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let handle = tokio::spawn(run(store, events, rx, shutdown));
+        (Writer { tx }, handle)
+    }
+
+    /// Commits `batch` durably; returns how many samples were new.
+    pub async fn submit(&self, device_id: &str, batch: SampleBatch) -> Result<u64, WriteError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(WriteRequest {
+                device_id: device_id.to_string(),
+                batch,
+                reply,
+            })
+            .await
+            .map_err(|_| WriteError::ShuttingDown)?;
+        rx.await.map_err(|_| WriteError::ShuttingDown)?
+    }
+}
+
+async fn run(
+    store: Arc<dyn Store>,
+    events: broadcast::Sender<LiveEvent>,
+    mut rx: mpsc::Receiver<WriteRequest>,
+    shutdown: CancellationToken,
+) {
+    let mut group: Vec<WriteRequest> = Vec::with_capacity(MAX_GROUP);
+    loop {
+        let first = tokio::select! {
+            r = rx.recv() => r,
+            _ = shutdown.cancelled() => {
+                // Finish everything already queued, then stop.
+                rx.close();
+                rx.recv().await
+            }
+        };
+        let Some(first) = first else { break };
+        group.push(first);
+        while group.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(r) => group.push(r),
+                Err(_) => break,
+            }
+        }
+        commit(&*store, &events, &mut group).await;
+    }
+    tracing::debug!("writer stopped");
+}
+
+async fn commit(
+    store: &dyn Store,
+    events: &broadcast::Sender<LiveEvent>,
+    group: &mut Vec<WriteRequest>,
+) {
+    let batches: Vec<SampleBatch> = group
+        .iter_mut()
+        .map(|r| SampleBatch {
+            device_seq: r.batch.device_seq,
+            samples: std::mem::take(&mut r.batch.samples),
+            now: r.batch.now,
+        })
+        .collect();
+    let started = Instant::now();
+    let result = store.insert_batches(&batches).await;
+    metrics::histogram!(telemetry::COMMIT_SECONDS).record(started.elapsed().as_secs_f64());
+    metrics::histogram!(telemetry::COMMIT_BATCHES).record(group.len() as f64);
+    match result {
+        Ok(stored) => {
+            let total: u64 = stored.iter().sum();
+            metrics::counter!(telemetry::INGESTED_SAMPLES).increment(total);
+            for ((req, n), batch) in group.drain(..).zip(stored).zip(batches) {
+                if events.receiver_count() > 0 && n > 0 {
+                    let samples = batch
+                        .samples
+                        .into_iter()
+                        .map(|(ts, data)| (ts, Arc::<str>::from(String::from_utf8_lossy(&data))))
+                        .collect();
+                    let _ = events.send(LiveEvent::Samples {
+                        device_id: req.device_id.clone(),
+                        samples: Arc::new(samples),
+                    });
+                }
+                let _ = req.reply.send(Ok(n));
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, batches = group.len(), "group commit failed; nothing acknowledged");
+            for req in group.drain(..) {
+                let _ = req.reply.send(Err(WriteError::Unavailable));
+            }
+        }
+    }
+}

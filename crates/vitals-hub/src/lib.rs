@@ -1,0 +1,290 @@
+//! The Vitals hub as a library: [`start`] runs a hub from a [`Config`] and returns a handle with
+//! its bound address, so the binary, the tests and the benchmarks all run the same code.
+//!
+//! Shutdown order keeps "acknowledged means durable": stop accepting, let every agent
+//! connection finish the batch it is committing (and acknowledge it), then drain the
+//! group-commit writer, then close the store.
+
+pub mod auth;
+pub mod config;
+pub mod demo;
+pub mod error;
+pub mod ingest;
+pub mod origin;
+pub mod pages;
+pub mod ratelimit;
+pub mod routes;
+pub mod selfmon;
+pub mod settings;
+pub mod state;
+pub mod telemetry;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+use vitals_store::{SqliteStore, Store};
+
+pub use config::Config;
+use state::{AgentRegistry, AppState, Inner, Limits};
+
+/// Unix time in milliseconds.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HubError {
+    #[error("cannot create the data directory {path}: {source}")]
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("cannot open the database: {0}")]
+    Store(#[from] vitals_store::StoreError),
+    #[error("cannot listen on {addr}: {source} (is another hub running? choose another --listen)")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot load the TLS certificate or key: {0}")]
+    Tls(std::io::Error),
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("server error: {0}")]
+    Serve(std::io::Error),
+}
+
+/// Opens the store the configuration names (creating the data directory if needed).
+pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, HubError> {
+    match config.database_url.as_deref() {
+        Some(url) if url.starts_with("sqlite:") => Ok(Arc::new(SqliteStore::open_url(url).await?)),
+        Some(_) => Err(HubError::Unsupported(
+            "PostgreSQL is not supported by this build yet; use sqlite: or leave database_url unset"
+                .into(),
+        )),
+        None => {
+            std::fs::create_dir_all(&config.data_dir).map_err(|source| HubError::DataDir {
+                path: config.data_dir.display().to_string(),
+                source,
+            })?;
+            Ok(Arc::new(SqliteStore::open(&config.sqlite_path()).await?))
+        }
+    }
+}
+
+/// A running hub.
+pub struct RunningHub {
+    /// The address actually bound (port 0 resolved).
+    pub addr: SocketAddr,
+    /// Base URL for links.
+    pub public_url: String,
+    /// The one-time first-admin link, when the hub has no user yet.
+    pub setup_url: Option<String>,
+    /// The setup token itself (for tests).
+    pub setup_token: Option<String>,
+    state: AppState,
+    task: tokio::task::JoinHandle<Result<(), HubError>>,
+}
+
+impl RunningHub {
+    /// Asks the hub to stop (as SIGTERM does).
+    pub fn shutdown(&self) {
+        self.state.shutdown.cancel();
+    }
+
+    /// Waits until the hub has stopped.
+    pub async fn wait(self) -> Result<(), HubError> {
+        match self.task.await {
+            Ok(r) => r,
+            Err(e) => Err(HubError::Serve(std::io::Error::other(e))),
+        }
+    }
+
+    /// The shared state (tests use it to reach the store).
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+}
+
+/// Starts a hub: opens the store, binds the listener and spawns every task.
+pub async fn start(config: Config) -> Result<RunningHub, HubError> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let store = open_store(&config).await?;
+    start_with_store(config, store).await
+}
+
+/// Starts a hub on an already opened store.
+pub async fn start_with_store(
+    config: Config,
+    store: Arc<dyn Store>,
+) -> Result<RunningHub, HubError> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let tls = match (&config.tls_cert, &config.tls_key) {
+        (Some(c), Some(k)) => Some(
+            axum_server::tls_rustls::RustlsConfig::from_pem_file(c, k)
+                .await
+                .map_err(HubError::Tls)?,
+        ),
+        _ => None,
+    };
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| HubError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(HubError::Serve)?;
+    let public_url = config.public_url(addr);
+
+    let settings = settings::Settings::from_stored(&store.settings().await?);
+    let (events, _) = broadcast::channel(4096);
+    let shutdown = CancellationToken::new();
+    let writer_stop = CancellationToken::new();
+    let (writer, writer_task) =
+        ingest::writer::Writer::spawn(Arc::clone(&store), events.clone(), writer_stop.clone());
+    let burst = f64::from(config.ingest_batch_burst);
+    let rate = config.ingest_batches_per_sec;
+    let state = AppState::new(Inner {
+        store: Arc::clone(&store),
+        public_url: public_url.clone(),
+        settings: std::sync::RwLock::new(settings),
+        writer,
+        agents: Arc::new(AgentRegistry::default()),
+        limits: Limits {
+            pair_create: ratelimit::KeyedLimiter::new(1.0 / 6.0, 10.0),
+            pair_poll: ratelimit::KeyedLimiter::new(0.5, 3.0),
+            pair_guess: ratelimit::KeyedLimiter::new(0.1, 10.0),
+            login: ratelimit::KeyedLimiter::new(1.0 / 6.0, 10.0),
+            batches: ratelimit::KeyedLimiter::new(rate, burst),
+        },
+        shutdown: shutdown.clone(),
+        metrics: telemetry::handle(),
+        events,
+        started: Instant::now(),
+        config,
+    });
+
+    let (setup_url, setup_token) = if store.count_users().await? == 0 {
+        let token = auth::new_token("");
+        let hash = routes::accounts::hex(&auth::hash_token(&token));
+        store
+            .meta_set(routes::accounts::SETUP_TOKEN_KEY, &hash)
+            .await?;
+        let url = format!("{public_url}/setup?token={token}");
+        tracing::info!("no users yet: create the first admin at {url}");
+        (Some(url), Some(token))
+    } else {
+        (None, None)
+    };
+
+    spawn_background(&state);
+    if state.config.demo > 0 {
+        tokio::spawn(demo::run(state.clone(), state.config.demo));
+    }
+    if state.config.self_monitor {
+        tokio::spawn(selfmon::run(state.clone()));
+    }
+
+    let app = routes::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    let task_state = state.clone();
+    let task = tokio::spawn(async move {
+        let served = match tls {
+            None => axum::serve(listener, app)
+                .with_graceful_shutdown(task_state.shutdown.clone().cancelled_owned())
+                .await
+                .map_err(HubError::Serve),
+            Some(tls) => {
+                let handle = axum_server::Handle::new();
+                let h2 = handle.clone();
+                let stop = task_state.shutdown.clone();
+                tokio::spawn(async move {
+                    stop.cancelled().await;
+                    h2.graceful_shutdown(Some(Duration::from_secs(10)));
+                });
+                let std_listener = listener.into_std().map_err(HubError::Serve)?;
+                axum_server::from_tcp_rustls(std_listener, tls)
+                    .map_err(HubError::Serve)?
+                    .handle(handle)
+                    .serve(app)
+                    .await
+                    .map_err(HubError::Serve)
+            }
+        };
+        // Agent connections finish the batch they are committing, then close.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while task_state.agents.count() > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        writer_stop.cancel();
+        let _ = writer_task.await;
+        task_state.store.close().await;
+        tracing::info!("hub stopped");
+        served
+    });
+    tracing::info!(%addr, backend = store.backend(), "vitals hub listening on {public_url}");
+    Ok(RunningHub {
+        addr,
+        public_url,
+        setup_url,
+        setup_token,
+        state,
+        task,
+    })
+}
+
+/// Periodic housekeeping: retention (hourly, in small chunks), expired sessions and pairing
+/// codes, and the database size gauge.
+fn spawn_background(state: &AppState) {
+    let st = state.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(30));
+        let mut n: u64 = 0;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = st.shutdown.cancelled() => return,
+            }
+            if let Ok(b) = st.store.size_bytes().await {
+                metrics::gauge!(telemetry::DATABASE_BYTES).set(b as f64);
+            }
+            let now = now_ms();
+            let _ = st.store.purge_sessions(now).await;
+            // Expired codes answer 410 for an hour, then `not_found`.
+            let _ = st.store.purge_device_codes(now - 3_600_000).await;
+            if n.is_multiple_of(120) {
+                retention(&st).await;
+            }
+            n += 1;
+        }
+    });
+}
+
+/// Deletes raw samples older than the retention setting, a chunk at a time so ingest never
+/// waits long for the write lock.
+pub async fn retention(state: &AppState) {
+    let cutoff = now_ms() - state.settings().raw_retention_ms();
+    let mut total = 0u64;
+    loop {
+        match state.store.delete_samples_before(cutoff, 5000).await {
+            Ok(0) => break,
+            Ok(n) => total += n,
+            Err(e) => {
+                tracing::warn!(error = %e, "retention pass failed; will retry");
+                break;
+            }
+        }
+        if state.shutdown.is_cancelled() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    if total > 0 {
+        tracing::info!(deleted = total, "retention removed old samples");
+    }
+}

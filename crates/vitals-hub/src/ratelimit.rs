@@ -1,0 +1,93 @@
+//! Keyed token buckets for rate limits (pairing polls and guesses per source IP, sign-in
+//! attempts, agent batches per device). Memory is bounded: when the map grows past its cap,
+//! buckets that are full again (idle keys) are dropped.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+const MAX_KEYS: usize = 100_000;
+
+pub struct KeyedLimiter {
+    rate_per_sec: f64,
+    burst: f64,
+    buckets: Mutex<HashMap<String, (f64, Instant)>>,
+}
+
+impl KeyedLimiter {
+    /// `rate_per_sec` tokens refill each second, up to `burst`.
+    pub fn new(rate_per_sec: f64, burst: f64) -> Self {
+        Self {
+            rate_per_sec,
+            burst,
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Takes one token for `key`, or says how long until one is available.
+    pub fn check(&self, key: &str) -> Result<(), Duration> {
+        self.take(key, 1.0)
+    }
+
+    /// Whether `key` has a token, without taking it.
+    pub fn peek(&self, key: &str) -> Result<(), Duration> {
+        self.take(key, 0.0)
+    }
+
+    fn take(&self, key: &str, cost: f64) -> Result<(), Duration> {
+        let now = Instant::now();
+        let mut map = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= MAX_KEYS && !map.contains_key(key) {
+            let (rate, burst) = (self.rate_per_sec, self.burst);
+            map.retain(|_, (tokens, at)| {
+                *tokens + now.duration_since(*at).as_secs_f64() * rate < burst
+            });
+            if map.len() >= MAX_KEYS {
+                return Err(Duration::from_secs(1));
+            }
+        }
+        let (tokens, at) = map.entry(key.to_string()).or_insert((self.burst, now));
+        *tokens =
+            (*tokens + now.duration_since(*at).as_secs_f64() * self.rate_per_sec).min(self.burst);
+        *at = now;
+        let need = cost.max(1.0);
+        if *tokens >= need {
+            *tokens -= cost;
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64(
+                (need - *tokens) / self.rate_per_sec,
+            ))
+        }
+    }
+}
+
+/// Whole seconds for a `Retry-After` header (at least 1).
+pub fn retry_secs(d: Duration) -> u64 {
+    d.as_secs_f64().ceil().max(1.0) as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bucket_limits_and_refills() {
+        let l = KeyedLimiter::new(1000.0, 2.0);
+        assert!(l.check("a").is_ok());
+        assert!(l.check("a").is_ok());
+        assert!(l.check("a").is_err());
+        assert!(l.check("b").is_ok(), "keys are independent");
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(l.check("a").is_ok(), "refilled");
+    }
+
+    #[test]
+    fn peek_does_not_consume() {
+        let l = KeyedLimiter::new(0.001, 1.0);
+        assert!(l.peek("a").is_ok());
+        assert!(l.peek("a").is_ok());
+        assert!(l.check("a").is_ok());
+        assert!(l.peek("a").is_err());
+    }
+}

@@ -1,0 +1,77 @@
+//! The hub's own metrics, defined in one place so that `/metrics` and the logs never disagree
+//! (vector's habit: one event = one log line + one counter). Rendered in Prometheus text format
+//! at `/metrics` through the `metrics` crate.
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+pub const INGESTED_SAMPLES: &str = "vitals_ingested_samples_total";
+pub const REJECTED_BATCHES: &str = "vitals_rejected_batches_total";
+pub const CONNECTED_AGENTS: &str = "vitals_connected_agents";
+pub const CONNECTED_VIEWERS: &str = "vitals_connected_viewers";
+pub const COMMIT_SECONDS: &str = "vitals_commit_seconds";
+pub const COMMIT_BATCHES: &str = "vitals_commit_batches";
+pub const DATABASE_BYTES: &str = "vitals_database_bytes";
+pub const SPOOL_DROPPED: &str = "vitals_agent_spool_dropped_samples_total";
+
+static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// Installs the process-wide recorder once and returns its handle (None if another recorder
+/// was installed first, e.g. by an embedding application).
+pub fn handle() -> Option<PrometheusHandle> {
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Full(COMMIT_SECONDS.to_string()),
+                    &[
+                        0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                    ],
+                )
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full(COMMIT_BATCHES.to_string()),
+                        &[1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0],
+                    )
+                });
+            let builder = match builder {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::warn!(error = %e, "metrics buckets not set");
+                    PrometheusBuilder::new()
+                }
+            };
+            let recorder = builder.build_recorder();
+            let handle = recorder.handle();
+            match metrics::set_global_recorder(recorder) {
+                Ok(()) => {
+                    describe();
+                    Some(handle)
+                }
+                Err(_) => None,
+            }
+        })
+        .clone()
+}
+
+fn describe() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(INGESTED_SAMPLES, "Samples stored (replays excluded)");
+    describe_counter!(REJECTED_BATCHES, "Agent batches rejected, by reason");
+    describe_gauge!(CONNECTED_AGENTS, "Agents connected over WebSocket");
+    describe_gauge!(CONNECTED_VIEWERS, "Viewers connected over WebSocket");
+    describe_histogram!(COMMIT_SECONDS, Unit::Seconds, "Group-commit latency");
+    describe_histogram!(COMMIT_BATCHES, "Batches per group commit");
+    describe_gauge!(DATABASE_BYTES, Unit::Bytes, "Size of the database");
+    describe_counter!(
+        SPOOL_DROPPED,
+        "Samples agents report dropped from their spool"
+    );
+}
+
+/// Counts and logs a rejected batch.
+pub fn rejected(device: &str, code: vitals_proto::ErrorCode, message: &str) {
+    metrics::counter!(REJECTED_BATCHES, "reason" => code.as_str()).increment(1);
+    tracing::warn!(device, reason = code.as_str(), "batch rejected: {message}");
+}

@@ -288,7 +288,12 @@ impl FromRequestParts<AppState> for DeviceAuth {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let Some(token) = bearer(&parts.headers) else {
-            return Err(ApiError::unauthorized());
+            return match principal_from_headers(state, &parts.headers).await? {
+                Some(_) => Err(ApiError::forbidden(
+                    "this route takes a device token (from pairing), not a user session",
+                )),
+                None => Err(ApiError::unauthorized()),
+            };
         };
         match resolve_token(state, token).await? {
             Some(Principal::Device(d)) => Ok(DeviceAuth(d)),

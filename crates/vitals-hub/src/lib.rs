@@ -159,7 +159,7 @@ pub async fn start_with_store(
         limits: Limits {
             pair_create: ratelimit::KeyedLimiter::new(1.0 / 6.0, 10.0),
             pair_poll: ratelimit::KeyedLimiter::new(0.5, 3.0),
-            pair_guess: ratelimit::KeyedLimiter::new(0.1, 10.0),
+            pair_guess: ratelimit::KeyedLimiter::new(0.1, 5.0),
             login: ratelimit::KeyedLimiter::new(1.0 / 6.0, 10.0),
             batches: ratelimit::KeyedLimiter::new(rate, burst),
         },

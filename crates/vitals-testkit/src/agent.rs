@@ -16,6 +16,7 @@ pub struct FakeAgent {
 impl FakeAgent {
     /// Connects to `ws_base/agent?hostId=...` with the device token.
     pub async fn connect(ws_base: &str, token: &str, host_id: &str) -> Result<FakeAgent, WsError> {
+        crate::init_crypto();
         let mut req = format!("{ws_base}/agent?hostId={host_id}").into_client_request()?;
         req.headers_mut().insert(
             "authorization",

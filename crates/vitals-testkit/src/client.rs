@@ -14,6 +14,7 @@ pub struct ApiClient {
 
 impl ApiClient {
     pub fn anonymous(base: &str) -> ApiClient {
+        crate::init_crypto();
         ApiClient {
             base: base.to_string(),
             http: reqwest::Client::new(),

@@ -14,6 +14,11 @@ pub use client::ApiClient;
 use vitals_hub::{Config, RunningHub};
 use vitals_proto::MetricSample;
 
+/// Installs the ring crypto provider for rustls (reqwest and tungstenite need one). Idempotent.
+pub fn init_crypto() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// Shared test password for accounts the kit creates.
 pub const PASSWORD: &str = "correct-horse-battery";
 

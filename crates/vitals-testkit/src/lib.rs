@@ -5,6 +5,7 @@
 
 pub mod agent;
 pub mod client;
+pub mod hostmodel;
 pub mod process;
 
 use std::sync::Arc;

@@ -111,6 +111,50 @@ pub struct PatchBody {
     name: String,
 }
 
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateBody {
+    name: String,
+    host_id: String,
+}
+
+/// `POST /api/devices {name, hostId}` (admin): provisions a device without the pairing
+/// dance (automation, fleets, benchmarks). The token is in this answer only.
+pub async fn create(
+    State(state): State<AppState>,
+    _a: Admin,
+    ApiJson(body): ApiJson<CreateBody>,
+) -> ApiResult<impl IntoResponse> {
+    let name = check_device_name(&body.name)?;
+    let host_id = body.host_id.trim();
+    if host_id.is_empty()
+        || host_id.len() > vitals_proto::limits::MAX_HOST_ID_BYTES
+        || host_id.chars().any(char::is_control)
+    {
+        return Err(ApiError::bad_request(
+            "invalid_field",
+            "`hostId` must be 1 to 128 bytes without control characters",
+        ));
+    }
+    let token = auth::new_token(auth::DEVICE_TOKEN_PREFIX);
+    let device = state
+        .store
+        .create_device(vitals_store::NewDevice {
+            name,
+            host_id: host_id.to_string(),
+            token_hash: Some(auth::hash_token(&token)),
+            simulated: false,
+            agent_version: None,
+            now: crate::now_ms(),
+        })
+        .await?;
+    let _ = state.events.send(LiveEvent::DevicesChanged);
+    Ok((
+        StatusCode::CREATED,
+        ApiJson(json!({"device": device, "token": token})),
+    ))
+}
+
 /// `PATCH /api/devices/{id} {name}`.
 pub async fn rename(
     State(state): State<AppState>,

@@ -45,7 +45,7 @@ pub fn router(state: AppState) -> Router {
         .route("/device-codes/{code}/approve", post(pairing::approve_code))
         .route("/device-codes/{code}/deny", post(pairing::deny_code))
         .route("/device-token", get(pairing::poll_token))
-        .route("/devices", get(devices::list))
+        .route("/devices", get(devices::list).post(devices::create))
         .route(
             "/devices/{id}",
             get(devices::get)

@@ -1,1 +1,225 @@
-fn main() {}
+//! `vitals-loadgen`: simulates N agents over real WebSockets on loopback, each sending samples
+//! of the 40-series host model, and measures acknowledgement latency (send -> `ack`, which the
+//! hub sends only after commit) and, given `--hub-pid`, the hub's CPU and RSS from `/proc`.
+//!
+//! Example (1,000 agents, one sample per second each, 10 s warm-up, 60 s measured):
+//!   vitals-loadgen --hub http://127.0.0.1:7070 --token vat_... --agents 1000 \
+//!       --samples-per-batch 1 --warmup 10 --measure 60 --hub-pid 1234
+//! Devices are provisioned with `POST /api/devices` (admin token). Results go to stdout as
+//! JSON. Loopback addresses only.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::json;
+use tokio::sync::Mutex;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use vitals_proto::AgentMessage;
+use vitals_testkit::hostmodel::{HostModel, VALUES_PER_SAMPLE};
+
+/// Load generator for the Vitals hub's agent ingest.
+#[derive(Parser)]
+struct Args {
+    /// Hub base URL (loopback only).
+    #[arg(long)]
+    hub: String,
+    /// Admin API token, used to provision the simulated devices.
+    #[arg(long)]
+    token: String,
+    /// Number of simulated agents (one WebSocket each).
+    #[arg(long, default_value_t = 1000)]
+    agents: usize,
+    /// Samples in each agent's batch; each agent sends one batch per `--interval-ms`.
+    #[arg(long, default_value_t = 1)]
+    samples_per_batch: usize,
+    /// Milliseconds between an agent's batches.
+    #[arg(long, default_value_t = 1000)]
+    interval_ms: u64,
+    /// Seconds before measuring.
+    #[arg(long, default_value_t = 10)]
+    warmup: u64,
+    /// Seconds measured.
+    #[arg(long, default_value_t = 60)]
+    measure: u64,
+    /// PID of the hub, to measure its CPU and RSS.
+    #[arg(long)]
+    hub_pid: Option<u32>,
+    /// Prefix for device host ids (reuse devices across runs with the same prefix).
+    #[arg(long, default_value = "lg")]
+    prefix: String,
+}
+
+#[derive(Default)]
+struct Stats {
+    acked_samples: AtomicU64,
+    errors: AtomicU64,
+    latencies_us: Mutex<Vec<u32>>,
+}
+
+fn proc_cpu_secs(pid: u32) -> Option<f64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &s[s.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
+}
+
+fn proc_rss_kib(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    s.lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+fn pct(sorted: &[u32], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    f64::from(sorted[rank - 1]) / 1000.0
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> Result<()> {
+    vitals_testkit::init_crypto();
+    let a = Args::parse();
+    let host = reqwest::Url::parse(&a.hub)?;
+    if !matches!(host.host_str(), Some("127.0.0.1" | "localhost" | "::1")) {
+        bail!("loopback hubs only");
+    }
+    let http = reqwest::Client::new();
+    eprintln!("provisioning {} devices", a.agents);
+    let mut tokens = Vec::with_capacity(a.agents);
+    for i in 0..a.agents {
+        let host_id = format!("{}-{i:05}", a.prefix);
+        let res = http
+            .post(format!("{}/api/devices", a.hub))
+            .bearer_auth(&a.token)
+            .json(&json!({"name": host_id, "hostId": host_id}))
+            .send()
+            .await?;
+        if !res.status().is_success() {
+            bail!("provisioning failed: {} {}", res.status(), res.text().await?);
+        }
+        let b: serde_json::Value = res.json().await?;
+        tokens.push((host_id, b["token"].as_str().context("token")?.to_string()));
+    }
+    let ws_base = a.hub.replacen("http", "ws", 1);
+    let stats = Arc::new(Stats::default());
+    let start = Instant::now() + Duration::from_millis(500);
+    let measure_from = start + Duration::from_secs(a.warmup);
+    let measure_to = measure_from + Duration::from_secs(a.measure);
+    let mut tasks = Vec::new();
+    for (i, (host_id, token)) in tokens.into_iter().enumerate() {
+        let stats = Arc::clone(&stats);
+        let ws_base = ws_base.clone();
+        let spb = a.samples_per_batch;
+        let interval = Duration::from_millis(a.interval_ms);
+        // Spread agents evenly over the interval, as real agents are.
+        let offset = interval.mul_f64(i as f64 / a.agents.max(1) as f64);
+        tasks.push(tokio::spawn(async move {
+            let mut req = format!("{ws_base}/agent?hostId={host_id}").into_client_request()?;
+            req.headers_mut()
+                .insert("authorization", format!("Bearer {token}").parse()?);
+            let (ws, _) = tokio_tungstenite::connect_async(req).await?;
+            let (mut tx, mut rx) = ws.split();
+            let mut model = HostModel::new(i, 7);
+            let mut tick = tokio::time::interval_at((start + offset).into(), interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            let mut seq = 0u64;
+            let mut last_ts = 0i64;
+            loop {
+                let now = tick.tick().await;
+                if now.into_std() >= measure_to {
+                    break;
+                }
+                seq += 1;
+                let base = vitals_testkit::now_ms();
+                let samples = (0..spb)
+                    .map(|k| {
+                        let ts = (base + k as i64).max(last_ts + 1);
+                        last_ts = ts;
+                        model.step(ts)
+                    })
+                    .collect();
+                let text = serde_json::to_string(&AgentMessage::Metrics { seq, samples })?;
+                let sent = Instant::now();
+                tx.send(Message::Text(text.into())).await?;
+                let ok = loop {
+                    match rx.next().await {
+                        Some(Ok(Message::Text(t))) => break t.as_str().contains("\"ack\""),
+                        Some(Ok(_)) => continue,
+                        _ => anyhow::bail!("socket closed"),
+                    }
+                };
+                if sent >= measure_from {
+                    if ok {
+                        stats
+                            .acked_samples
+                            .fetch_add(spb as u64, Ordering::Relaxed);
+                        let us = u32::try_from(sent.elapsed().as_micros()).unwrap_or(u32::MAX);
+                        stats.latencies_us.lock().await.push(us);
+                    } else {
+                        stats.errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            anyhow::Ok(())
+        }));
+    }
+    // Hub CPU/RSS over the measured window.
+    let pid = a.hub_pid;
+    let sampler = tokio::spawn(async move {
+        tokio::time::sleep_until(measure_from.into()).await;
+        let cpu0 = pid.and_then(proc_cpu_secs);
+        let mut rss = Vec::new();
+        while Instant::now() < measure_to {
+            if let Some(r) = pid.and_then(proc_rss_kib) {
+                rss.push(r);
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        let cpu1 = pid.and_then(proc_cpu_secs);
+        (cpu0.zip(cpu1).map(|(a, b)| b - a), rss)
+    });
+    let mut failed = 0;
+    for t in tasks {
+        if !matches!(t.await, Ok(Ok(()))) {
+            failed += 1;
+        }
+    }
+    let (cpu, mut rss) = sampler.await?;
+    rss.sort_unstable();
+    let mut lat = std::mem::take(&mut *stats.latencies_us.lock().await);
+    lat.sort_unstable();
+    let secs = a.measure as f64;
+    let samples = stats.acked_samples.load(Ordering::Relaxed) as f64;
+    let out = json!({
+        "agents": a.agents,
+        "samples_per_batch": a.samples_per_batch,
+        "interval_ms": a.interval_ms,
+        "measure_s": a.measure,
+        "target_samples_per_s": a.agents as f64 * a.samples_per_batch as f64 * 1000.0 / a.interval_ms as f64,
+        "acked_samples_per_s": samples / secs,
+        "acked_values_per_s": samples * VALUES_PER_SAMPLE as f64 / secs,
+        "batches_measured": lat.len(),
+        "errors": stats.errors.load(Ordering::Relaxed),
+        "failed_agents": failed,
+        "ack_ms_p50": pct(&lat, 0.50),
+        "ack_ms_p99": pct(&lat, 0.99),
+        "ack_ms_max": lat.last().map(|v| f64::from(*v) / 1000.0),
+        "hub_cpu_pct_core": cpu.map(|c| 100.0 * c / secs),
+        "hub_rss_mib_median": rss.get(rss.len() / 2).map(|k| *k as f64 / 1024.0),
+        "hub_rss_mib_peak": rss.last().map(|k| *k as f64 / 1024.0),
+    });
+    println!("{out}");
+    Ok(())
+}

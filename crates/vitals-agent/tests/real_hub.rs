@@ -1,0 +1,223 @@
+//! The agent against the real hub (`vitals-testkit`'s `TestHub`): pairing with approval, rate
+//! limiting and expiry; streaming through a 30 s hub outage (hub stopped and restarted on the
+//! same port and data directory) with every sample stored exactly once, in order; and a token
+//! rotated by an admin stopping the agent.
+
+mod common;
+
+use std::time::Duration;
+
+use common::Counter;
+use vitals_agent::agent::{self, RunError};
+use vitals_agent::pairing::{self, PairError, PairOptions};
+use vitals_agent::transport::{Kind, LinkConfig};
+use vitals_testkit::TestHub;
+
+const HOST: &str = "test-host";
+
+fn outage() -> Duration {
+    Duration::from_secs(
+        std::env::var("VITALS_TEST_OUTAGE_SECS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(30),
+    )
+}
+
+/// Pairs through the real flow: the agent library asks and polls (faster than the hub allows,
+/// so it meets 429s), an admin approves through the API.
+async fn pair(hub: &TestHub) -> (String, String) {
+    let admin = hub.setup_admin().await;
+    let (tx, rx) = tokio::sync::oneshot::channel::<String>();
+    let mut o = PairOptions::new(hub.url.clone(), HOST.into(), Some("real-agent".into()));
+    o.poll_every = Duration::from_millis(700);
+    o.max_wait = Duration::from_secs(60);
+    let approver = tokio::spawn(async move {
+        let code = rx.await.expect("code shown");
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        admin.approve(&code, "real-agent").await;
+        admin
+    });
+    let got = pairing::pair(&o, |c, link| {
+        assert!(link.ends_with(&format!("/pair?code={}", c.code)));
+        let _ = tx.send(c.code.clone());
+    })
+    .await
+    .expect("paired with the real hub");
+    approver.await.expect("approver");
+    (got.device_id, got.token)
+}
+
+fn options(url: &str, token: &str, spool: &std::path::Path, interval_ms: u64) -> agent::RunOptions {
+    let link = LinkConfig {
+        hub: url.to_string(),
+        token: token.to_string(),
+        host_id: HOST.into(),
+        kind: Kind::Websocket,
+        interval: Duration::from_millis(interval_ms),
+    };
+    let mut o = agent::RunOptions::new(link, spool.to_path_buf());
+    o.max_backoff = Duration::from_secs(2);
+    o
+}
+
+async fn stored_ts(hub: &TestHub, device_id: &str) -> Vec<i64> {
+    let store = hub.store();
+    let Ok(Some(d)) = store.device(device_id).await else {
+        return Vec::new();
+    };
+    store
+        .samples(d.seq, 0, i64::MAX)
+        .await
+        .map(|v| v.into_iter().map(|s| s.ts).collect())
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_through_a_real_hub_outage_exactly_once_in_order() {
+    common::init_logs();
+    let data = tempfile::tempdir().expect("tempdir");
+    let spool = tempfile::tempdir().expect("tempdir");
+    let dir = data.path().to_path_buf();
+    let hub = TestHub::start_with(|c| c.data_dir = dir.clone()).await;
+    let addr = hub.hub.addr;
+    let (device_id, token) = pair(&hub).await;
+
+    let interval = 200;
+    let n = (outage().as_millis() as i64 / interval) + 60;
+    let base = vitals_agent::collect::now_ms();
+    let (src, _) = Counter::new(base, n);
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let agent = tokio::spawn(agent::run(
+        src,
+        options(&hub.url, &token, spool.path(), interval as u64),
+        async {
+            let _ = stop_rx.await;
+        },
+    ));
+
+    let mut ok = false;
+    for _ in 0..100 {
+        if stored_ts(&hub, &device_id).await.len() >= 15 {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ok, "streams before the outage");
+
+    // Stop the real hub (graceful shutdown, as systemd would), keep its data directory.
+    hub.hub.shutdown();
+    let TestHub {
+        hub: running,
+        dir: _keep,
+        ..
+    } = hub;
+    running.wait().await.expect("hub stops");
+    tokio::time::sleep(outage()).await;
+    let dir = data.path().to_path_buf();
+    let hub = TestHub::start_with(move |c| {
+        c.data_dir = dir;
+        c.listen = addr;
+    })
+    .await;
+
+    let mut all = Vec::new();
+    for _ in 0..600 {
+        all = stored_ts(&hub, &device_id).await;
+        if all.len() as i64 >= n {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        all,
+        (base..base + n).collect::<Vec<_>>(),
+        "every sample once, in order, no gap"
+    );
+    let _ = stop_tx.send(());
+    agent.await.expect("task").expect("clean stop");
+    hub.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_token_stops_the_agent() {
+    common::init_logs();
+    let hub = TestHub::start().await;
+    let spool = tempfile::tempdir().expect("tempdir");
+    let (device_id, token) = pair(&hub).await;
+    let (src, _) = Counter::new(vitals_agent::collect::now_ms(), 100_000);
+    let run = tokio::spawn(agent::run(
+        src,
+        options(&hub.url, &token, spool.path(), 200),
+        std::future::pending(),
+    ));
+    let mut n = 0;
+    for _ in 0..100 {
+        n = stored_ts(&hub, &device_id).await.len();
+        if n >= 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(n >= 3, "streams");
+    let admin = vitals_testkit::ApiClient::login(&hub.url, "admin", vitals_testkit::PASSWORD)
+        .await
+        .expect("login");
+    let (status, body) = admin
+        .post(
+            &format!("/api/devices/{device_id}/rotate-token"),
+            serde_json::json!({}),
+        )
+        .await;
+    assert!(status.is_success(), "{status} {body}");
+    let res = tokio::time::timeout(Duration::from_secs(10), run)
+        .await
+        .expect("the agent stops by itself")
+        .expect("task");
+    assert!(matches!(res, Err(RunError::Unauthorized)), "{res:?}");
+    hub.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unapproved_code_expires() {
+    common::init_logs();
+    let hub = TestHub::start_with(|c| c.pairing_code_ttl_secs = 3).await;
+    let mut o = PairOptions::new(hub.url.clone(), HOST.into(), None);
+    o.poll_every = Duration::from_millis(2100);
+    o.max_wait = Duration::from_secs(30);
+    let e = pairing::pair(&o, |_, _| {}).await.expect_err("expires");
+    assert!(matches!(e, PairError::Expired), "{e}");
+    hub.stop().await;
+}
+
+/// The `POST /api/report` fallback against the real hub: acks parsed, every sample stored once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_fallback_against_the_real_hub() {
+    common::init_logs();
+    let hub = TestHub::start().await;
+    let spool = tempfile::tempdir().expect("tempdir");
+    let (device_id, token) = pair(&hub).await;
+    let base = vitals_agent::collect::now_ms();
+    let (src, _) = Counter::new(base, 20);
+    let mut o = options(&hub.url, &token, spool.path(), 100);
+    o.link.kind = Kind::Http;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let agent = tokio::spawn(agent::run(src, o, async {
+        let _ = stop_rx.await;
+    }));
+    let mut all = Vec::new();
+    for _ in 0..150 {
+        all = stored_ts(&hub, &device_id).await;
+        if all.len() >= 20 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(all, (base..base + 20).collect::<Vec<_>>());
+    let _ = stop_tx.send(());
+    agent.await.expect("task").expect("clean stop");
+    let sp = vitals_agent::spool::Spool::open(spool.path(), Default::default()).expect("spool");
+    assert!(sp.is_empty(), "every batch acknowledged over HTTP");
+    hub.stop().await;
+}

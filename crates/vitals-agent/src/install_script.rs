@@ -2,8 +2,8 @@
 //! checks it against the hub's SHA-256, pairs the machine and installs the systemd unit.
 //!
 //! The hub calls [`install_script`] with its public URL. The script expects the hub to serve
-//! `GET /api/agent/binary/<arch>` (the binary for `uname -m`, e.g. `x86_64`, `aarch64`) and
-//! `GET /api/agent/binary/<arch>.sha256` (its hex SHA-256). The URL is embedded as a
+//! `GET /downloads/vitals-agent-linux-<arch>` (the binary for `uname -m`, e.g. `x86_64`) and
+//! `GET /downloads/vitals-agent-linux-<arch>.sha256` (its hex SHA-256). The URL is embedded as a
 //! single-quoted shell word, so no character of it can run as shell code.
 
 /// Quotes a string as one POSIX shell word.
@@ -29,8 +29,8 @@ fetch() {{
     else echo "vitals: curl or wget is required" >&2; exit 1; fi
 }}
 echo "vitals: downloading the agent for $ARCH from $HUB"
-fetch "$HUB/api/agent/binary/$ARCH" "$TMP/vitals-agent"
-fetch "$HUB/api/agent/binary/$ARCH.sha256" "$TMP/sha256"
+fetch "$HUB/downloads/vitals-agent-linux-$ARCH" "$TMP/vitals-agent"
+fetch "$HUB/downloads/vitals-agent-linux-$ARCH.sha256" "$TMP/sha256"
 WANT=$(cut -c1-64 "$TMP/sha256")
 if command -v sha256sum >/dev/null 2>&1; then
     GOT=$(sha256sum "$TMP/vitals-agent" | cut -c1-64)

@@ -41,6 +41,17 @@ pub struct Config {
     pub ingest_batch_burst: u32,
     /// How long a pairing code stays valid, in seconds (seed 000: 5 minutes).
     pub pairing_code_ttl_secs: u32,
+    /// Most live (WebSocket) viewer connections the hub accepts.
+    pub max_viewers: u32,
+    /// Most live viewer connections per user or API token.
+    pub max_viewers_per_user: u32,
+    /// A viewer whose socket accepts nothing for this long is disconnected, in milliseconds.
+    pub viewer_send_timeout_ms: u64,
+    /// How long the group-commit writer waits for more batches before committing, in ms.
+    pub ingest_commit_window_ms: u32,
+    /// Folder with the agent binaries the hub serves (`vitals-agent-linux-<arch>`); default:
+    /// the folder of the hub's executable.
+    pub agent_dir: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -59,6 +70,11 @@ impl Default for Config {
             ingest_batches_per_sec: 20.0,
             ingest_batch_burst: 200,
             pairing_code_ttl_secs: vitals_proto::pairing::CODE_TTL_SECS as u32,
+            max_viewers: 10_000,
+            max_viewers_per_user: 256,
+            viewer_send_timeout_ms: 10_000,
+            ingest_commit_window_ms: 10,
+            agent_dir: None,
         }
     }
 }
@@ -87,6 +103,11 @@ const KEYS: &[(&str, Kind)] = &[
     ("ingest_batches_per_sec", Kind::Float),
     ("ingest_batch_burst", Kind::Int),
     ("pairing_code_ttl_secs", Kind::Int),
+    ("max_viewers", Kind::Int),
+    ("max_viewers_per_user", Kind::Int),
+    ("viewer_send_timeout_ms", Kind::Int),
+    ("ingest_commit_window_ms", Kind::Int),
+    ("agent_dir", Kind::Str),
 ];
 
 /// Environment variables with this prefix that are not config keys (test harness settings).
@@ -202,6 +223,15 @@ impl Config {
         }
         if self.pairing_code_ttl_secs == 0 || self.pairing_code_ttl_secs > 3600 {
             errors.push("`pairing_code_ttl_secs` must be 1..=3600".to_string());
+        }
+        if self.max_viewers == 0 || self.max_viewers_per_user == 0 {
+            errors.push("`max_viewers` and `max_viewers_per_user` must be at least 1".to_string());
+        }
+        if !(100..=600_000).contains(&self.viewer_send_timeout_ms) {
+            errors.push("`viewer_send_timeout_ms` must be 100..=600000".to_string());
+        }
+        if self.ingest_commit_window_ms > 1000 {
+            errors.push("`ingest_commit_window_ms` must be 0..=1000".to_string());
         }
         if self.demo > 10_000 {
             errors.push("`demo` must be at most 10000".to_string());
@@ -341,6 +371,31 @@ mod tests {
         assert!(text.contains("`demo`"), "{text}");
         assert!(text.contains("VITALS_SELF_MONITOR"), "{text}");
         assert!(text.contains("VITALS_NOPE"), "{text}");
+    }
+
+    #[test]
+    fn live_limits_load_and_are_checked() {
+        let c = Config::load(
+            Some(("f.toml", "max_viewers = 5\nmax_viewers_per_user = 2\n")),
+            env(&[("VITALS_VIEWER_SEND_TIMEOUT_MS", "2000")]),
+            &FlagOverrides::default(),
+        )
+        .expect("valid");
+        assert_eq!(
+            (
+                c.max_viewers,
+                c.max_viewers_per_user,
+                c.viewer_send_timeout_ms
+            ),
+            (5, 2, 2000)
+        );
+        let err = Config::load(
+            Some(("f.toml", "max_viewers = 0\n")),
+            vec![],
+            &FlagOverrides::default(),
+        )
+        .expect_err("zero");
+        assert!(err.to_string().contains("max_viewers"), "{err}");
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod config;
 pub mod demo;
 pub mod error;
 pub mod ingest;
+pub mod live;
 pub mod origin;
 pub mod pages;
 pub mod ratelimit;
@@ -146,13 +147,28 @@ pub async fn start_with_store(
     let (events, _) = broadcast::channel(4096);
     let shutdown = CancellationToken::new();
     let writer_stop = CancellationToken::new();
-    let (writer, writer_task) =
-        ingest::writer::Writer::spawn(Arc::clone(&store), events.clone(), writer_stop.clone());
+    let (writer, writer_task) = ingest::writer::Writer::spawn(
+        Arc::clone(&store),
+        events.clone(),
+        writer_stop.clone(),
+        Duration::from_millis(u64::from(config.ingest_commit_window_ms)),
+    );
+    let live = live::Live::open(
+        Arc::clone(&store),
+        events.clone(),
+        live::LiveLimits {
+            max_viewers: config.max_viewers as usize,
+            max_viewers_per_user: config.max_viewers_per_user as usize,
+            send_timeout: Duration::from_millis(config.viewer_send_timeout_ms),
+        },
+    )
+    .await?;
     let burst = f64::from(config.ingest_batch_burst);
     let rate = config.ingest_batches_per_sec;
     let state = AppState::new(Inner {
         store: Arc::clone(&store),
         public_url: public_url.clone(),
+        raw_retention_ms: std::sync::atomic::AtomicI64::new(settings.raw_retention_ms()),
         settings: std::sync::RwLock::new(settings),
         writer,
         agents: Arc::new(AgentRegistry::default()),
@@ -167,6 +183,7 @@ pub async fn start_with_store(
         metrics: telemetry::handle(),
         events,
         started: Instant::now(),
+        live,
         config,
     });
 
@@ -184,6 +201,7 @@ pub async fn start_with_store(
     };
 
     spawn_background(&state);
+    live::spawn(&state);
     if state.config.demo > 0 {
         tokio::spawn(demo::run(state.clone(), state.config.demo));
     }
@@ -286,5 +304,9 @@ pub async fn retention(state: &AppState) {
     }
     if total > 0 {
         tracing::info!(deleted = total, "retention removed old samples");
+    }
+    let app = state.live.app.retention(cutoff).await;
+    if app > 0 {
+        tracing::info!(deleted = app, "retention removed old app-store records");
     }
 }

@@ -33,6 +33,8 @@ pub enum LiveEvent {
     },
     /// Devices were added, renamed or removed.
     DevicesChanged,
+    /// App-store records (seed 001 buckets: metrics, alerts) were committed.
+    App(Arc<crate::live::appstore::AppChange>),
 }
 
 #[derive(Clone)]
@@ -59,6 +61,7 @@ pub struct Inner {
     /// Base URL for printed links.
     pub public_url: String,
     pub settings: RwLock<Settings>,
+    pub raw_retention_ms: std::sync::atomic::AtomicI64,
     pub writer: Writer,
     pub agents: Arc<AgentRegistry>,
     pub limits: Limits,
@@ -66,11 +69,19 @@ pub struct Inner {
     pub metrics: Option<PrometheusHandle>,
     pub events: broadcast::Sender<LiveEvent>,
     pub started: Instant,
+    /// The live core (subscriptions, app store, viewer connections).
+    pub live: Arc<crate::live::Live>,
 }
 
 impl AppState {
     pub fn new(inner: Inner) -> Self {
         AppState(Arc::new(inner))
+    }
+
+    /// Raw retention in milliseconds (read on every batch, so kept apart from the map).
+    pub fn raw_retention_ms(&self) -> i64 {
+        self.raw_retention_ms
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn settings(&self) -> Settings {
@@ -81,6 +92,8 @@ impl AppState {
     }
 
     pub fn set_settings(&self, s: Settings) {
+        self.raw_retention_ms
+            .store(s.raw_retention_ms(), std::sync::atomic::Ordering::Relaxed);
         *self.settings.write().unwrap_or_else(|p| p.into_inner()) = s;
     }
 }

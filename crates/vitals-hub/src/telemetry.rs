@@ -14,6 +14,8 @@ pub const COMMIT_SECONDS: &str = "vitals_commit_seconds";
 pub const COMMIT_BATCHES: &str = "vitals_commit_batches";
 pub const DATABASE_BYTES: &str = "vitals_database_bytes";
 pub const SPOOL_DROPPED: &str = "vitals_agent_spool_dropped_samples_total";
+pub const LIVE_PUSHES: &str = "vitals_live_pushes_total";
+pub const LIVE_DISCONNECTS: &str = "vitals_live_disconnects_total";
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
@@ -64,6 +66,11 @@ fn describe() {
     describe_histogram!(COMMIT_SECONDS, Unit::Seconds, "Group-commit latency");
     describe_histogram!(COMMIT_BATCHES, "Batches per group commit");
     describe_gauge!(DATABASE_BYTES, Unit::Bytes, "Size of the database");
+    describe_counter!(LIVE_PUSHES, "Live messages handed to viewer connections");
+    describe_counter!(
+        LIVE_DISCONNECTS,
+        "Viewer connections closed by the hub, by reason (slow, revoked, auth_timeout, too_big)"
+    );
     describe_counter!(
         SPOOL_DROPPED,
         "Samples agents report dropped from their spool"

@@ -316,7 +316,8 @@ mod tests {
     fn each_rule_has_its_code() {
         let ok = sample(W.now_ms);
         assert!(validate_sample(&ok, W).is_ok());
-        let cases: Vec<(ErrorCode, Box<dyn Fn(&mut MetricSample)>)> = vec![
+        type Mutation = Box<dyn Fn(&mut MetricSample)>;
+        let cases: Vec<(ErrorCode, Mutation)> = vec![
             (ErrorCode::UnsupportedVersion, Box::new(|s| s.v = 99)),
             (ErrorCode::TsInFuture, Box::new(|s| s.ts += 301_000)),
             (ErrorCode::TsTooOld, Box::new(|s| s.ts = W.oldest_ms - 1)),

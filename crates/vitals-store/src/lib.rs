@@ -135,4 +135,14 @@ pub trait Store: Send + Sync + 'static {
     async fn ping(&self) -> Result<()>;
     /// Closes connections, flushing what must be flushed.
     async fn close(&self);
+
+    // ---- live app store (seed 001 buckets) ------------------------------------------------
+    /// Every app-store record, in insertion (`seq`) order.
+    async fn app_records(&self) -> Result<Vec<AppRecord>>;
+    /// Applies every write in ONE transaction, or none: a failed precondition (insert of an
+    /// existing id, update with a stale version, update or delete of a missing record) fails
+    /// the whole transaction with [`StoreError::Conflict`].
+    async fn app_write(&self, writes: &[AppWrite]) -> Result<()>;
+    /// Deletes at most `limit` records created before `before`; returns their `(bucket, id)`.
+    async fn app_delete_before(&self, before: i64, limit: i64) -> Result<Vec<(String, String)>>;
 }

@@ -623,33 +623,67 @@ impl Store for SqliteStore {
     }
 
     async fn insert_batches(&self, batches: &[SampleBatch]) -> Result<Vec<u64>> {
+        // One multi-row INSERT per chunk and one UPDATE for the whole group: the number of
+        // round trips to SQLite does not grow with the number of batches.
+        const ROWS_PER_STATEMENT: usize = 8000;
+        let rows: Vec<(usize, i64, i64, &[u8])> = batches
+            .iter()
+            .enumerate()
+            .flat_map(|(i, b)| {
+                b.samples
+                    .iter()
+                    .map(move |(ts, data)| (i, b.device_seq, *ts, data.as_slice()))
+            })
+            .collect();
+        let mut owner: std::collections::HashMap<(i64, i64), usize> =
+            std::collections::HashMap::with_capacity(rows.len());
+        for (i, seq, ts, _) in &rows {
+            owner.entry((*seq, *ts)).or_insert(*i);
+        }
+        let mut stored = vec![0u64; batches.len()];
         let mut tx = self.pool.begin().await?;
-        let mut stored = Vec::with_capacity(batches.len());
-        for b in batches {
-            let mut n = 0;
-            let mut newest = None::<i64>;
-            for (ts, data) in &b.samples {
-                n += sqlx::query(
-                    "INSERT INTO samples (device_seq, ts, data) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
-                )
-                .bind(b.device_seq)
-                .bind(ts)
-                .bind(data.as_slice())
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-                newest = Some(newest.map_or(*ts, |m| m.max(*ts)));
+        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+            let mut sql = String::with_capacity(40 + chunk.len() * 10);
+            sql.push_str("INSERT INTO samples (device_seq, ts, data) VALUES ");
+            for k in 0..chunk.len() {
+                sql.push_str(if k == 0 { "(?,?,?)" } else { ",(?,?,?)" });
             }
-            if newest.is_some() {
-                sqlx::query(
-                    "UPDATE devices SET last_seen = MAX(COALESCE(last_seen, 0), ?) WHERE seq = ?",
-                )
-                .bind(b.now)
-                .bind(b.device_seq)
-                .execute(&mut *tx)
-                .await?;
+            sql.push_str(" ON CONFLICT DO NOTHING RETURNING device_seq, ts");
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for (_, seq, ts, data) in chunk {
+                q = q.bind(*seq).bind(*ts).bind(*data);
             }
-            stored.push(n);
+            for r in q.fetch_all(&mut *tx).await? {
+                let key: (i64, i64) = (r.try_get(0)?, r.try_get(1)?);
+                if let Some(i) = owner.get(&key) {
+                    stored[*i] += 1;
+                }
+            }
+        }
+        let mut seen: Vec<i64> = batches
+            .iter()
+            .filter(|b| !b.samples.is_empty())
+            .map(|b| b.device_seq)
+            .collect();
+        seen.sort_unstable();
+        seen.dedup();
+        if let Some(now) = batches.iter().map(|b| b.now).max()
+            && !seen.is_empty()
+        {
+            for chunk in seen.chunks(ROWS_PER_STATEMENT) {
+                let mut sql = String::from(
+                    "UPDATE devices SET last_seen = MAX(COALESCE(last_seen, 0), ?) WHERE seq IN (",
+                );
+                for k in 0..chunk.len() {
+                    sql.push_str(if k == 0 { "?" } else { ",?" });
+                }
+                sql.push(')');
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now);
+                for seq in chunk {
+                    q = q.bind(*seq);
+                }
+                q.execute(&mut *tx).await?;
+            }
         }
         tx.commit().await?;
         Ok(stored)
@@ -768,5 +802,118 @@ impl Store for SqliteStore {
 
     async fn close(&self) {
         self.pool.close().await;
+    }
+
+    async fn app_records(&self) -> Result<Vec<AppRecord>> {
+        let rows = sqlx::query(
+            "SELECT bucket, id, seq, data, version, created_at FROM app_records ORDER BY seq",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(AppRecord {
+                    bucket: r.try_get("bucket")?,
+                    id: r.try_get("id")?,
+                    seq: r.try_get("seq")?,
+                    data: r.try_get("data")?,
+                    version: r.try_get("version")?,
+                    created_at: r.try_get("created_at")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn app_write(&self, writes: &[AppWrite]) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        for w in writes {
+            match w {
+                AppWrite::Insert(r) => {
+                    let res = sqlx::query(
+                        "INSERT INTO app_records (bucket, id, seq, data, version, created_at)
+                         VALUES (?, ?, ?, ?, ?, ?)",
+                    )
+                    .bind(&r.bucket)
+                    .bind(&r.id)
+                    .bind(r.seq)
+                    .bind(&r.data)
+                    .bind(r.version)
+                    .bind(r.created_at)
+                    .execute(&mut *tx)
+                    .await;
+                    match res {
+                        Ok(_) => {}
+                        Err(e) if is_unique_violation(&e) => {
+                            return Err(StoreError::Conflict(format!(
+                                "record {} already exists in {}",
+                                r.id, r.bucket
+                            )));
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                AppWrite::Update {
+                    bucket,
+                    id,
+                    data,
+                    version,
+                    expected_version,
+                } => {
+                    let n = sqlx::query(
+                        "UPDATE app_records SET data = ?, version = ?
+                         WHERE bucket = ? AND id = ? AND version = ?",
+                    )
+                    .bind(data)
+                    .bind(version)
+                    .bind(bucket)
+                    .bind(id)
+                    .bind(expected_version)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                    if n != 1 {
+                        return Err(StoreError::Conflict(format!(
+                            "record {id} in {bucket} is missing or not at version {expected_version}"
+                        )));
+                    }
+                }
+                AppWrite::Delete { bucket, id } => {
+                    let n = sqlx::query("DELETE FROM app_records WHERE bucket = ? AND id = ?")
+                        .bind(bucket)
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected();
+                    if n != 1 {
+                        return Err(StoreError::Conflict(format!(
+                            "record {id} in {bucket} does not exist"
+                        )));
+                    }
+                }
+                AppWrite::Clear { bucket } => {
+                    sqlx::query("DELETE FROM app_records WHERE bucket = ?")
+                        .bind(bucket)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn app_delete_before(&self, before: i64, limit: i64) -> Result<Vec<(String, String)>> {
+        let rows = sqlx::query(
+            "DELETE FROM app_records WHERE rowid IN
+               (SELECT rowid FROM app_records WHERE created_at < ? LIMIT ?)
+             RETURNING bucket, id",
+        )
+        .bind(before)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("bucket")?, r.try_get("id")?)))
+            .collect()
     }
 }

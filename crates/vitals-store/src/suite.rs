@@ -16,7 +16,7 @@ macro_rules! store_test_suite {
             users_and_first_admin, sessions_expire_and_cascade, api_tokens,
             pairing_lifecycle, pairing_expiry_and_deny, devices_and_tokens,
             samples_idempotent_group_commit, sample_ranges_and_retention,
-            state_and_settings, meta_compare_and_delete);
+            state_and_settings, meta_compare_and_delete, app_store_transactions);
     };
     (@cases $make:expr; $($case:ident),*) => {
         $(
@@ -354,4 +354,84 @@ pub async fn meta_compare_and_delete(s: Arc<dyn Store>) {
     assert!(!s.meta_take("setup", "wrong").await.expect("take"));
     assert!(s.meta_take("setup", "abc").await.expect("take"));
     assert!(!s.meta_take("setup", "abc").await.expect("take twice"));
+}
+
+fn app(bucket: &str, id: &str, seq: i64, created_at: i64) -> AppRecord {
+    AppRecord {
+        bucket: bucket.into(),
+        id: id.into(),
+        seq,
+        data: format!("{{\"n\":{seq}}}"),
+        version: 1,
+        created_at,
+    }
+}
+
+pub async fn app_store_transactions(s: Arc<dyn Store>) {
+    s.app_write(&[
+        AppWrite::Insert(app("metrics", "a", 1, 10)),
+        AppWrite::Insert(app("alerts", "a", 2, 20)),
+    ])
+    .await
+    .expect("insert");
+    // A failing operation rolls back the whole transaction.
+    let err = s
+        .app_write(&[
+            AppWrite::Insert(app("metrics", "b", 3, 30)),
+            AppWrite::Insert(app("metrics", "a", 4, 30)),
+        ])
+        .await;
+    assert!(matches!(err, Err(StoreError::Conflict(_))), "{err:?}");
+    let err = s
+        .app_write(&[
+            AppWrite::Insert(app("metrics", "c", 5, 30)),
+            AppWrite::Update {
+                bucket: "metrics".into(),
+                id: "a".into(),
+                data: "{}".into(),
+                version: 3,
+                expected_version: 2,
+            },
+        ])
+        .await;
+    assert!(matches!(err, Err(StoreError::Conflict(_))), "stale version");
+    let all = s.app_records().await.expect("records");
+    assert_eq!(all.len(), 2, "nothing of the failed transactions applied");
+    assert_eq!(all[0], app("metrics", "a", 1, 10));
+    s.app_write(&[
+        AppWrite::Update {
+            bucket: "metrics".into(),
+            id: "a".into(),
+            data: "{\"n\":9}".into(),
+            version: 2,
+            expected_version: 1,
+        },
+        AppWrite::Insert(app("metrics", "d", 6, 40)),
+        AppWrite::Delete {
+            bucket: "alerts".into(),
+            id: "a".into(),
+        },
+    ])
+    .await
+    .expect("update");
+    let all = s.app_records().await.expect("records");
+    assert_eq!(all.len(), 2);
+    assert_eq!((all[0].version, all[0].data.as_str()), (2, "{\"n\":9}"));
+    assert_eq!(all[1].id, "d", "insertion order");
+    assert!(matches!(
+        s.app_write(&[AppWrite::Delete {
+            bucket: "alerts".into(),
+            id: "a".into()
+        }])
+        .await,
+        Err(StoreError::Conflict(_))
+    ));
+    let gone = s.app_delete_before(35, 100).await.expect("retention");
+    assert_eq!(gone, vec![("metrics".to_string(), "a".to_string())]);
+    s.app_write(&[AppWrite::Clear {
+        bucket: "metrics".into(),
+    }])
+    .await
+    .expect("clear");
+    assert!(s.app_records().await.expect("records").is_empty());
 }

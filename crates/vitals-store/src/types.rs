@@ -180,3 +180,37 @@ pub struct StateRecord {
     pub data: String,
     pub updated_at: i64,
 }
+
+/// One record of the live core's app store (a bucket such as `metrics` or `alerts`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AppRecord {
+    pub bucket: String,
+    pub id: String,
+    /// Insertion order, assigned by the hub; unique across buckets.
+    pub seq: i64,
+    /// JSON object of the record's fields, without `id` and `_version`.
+    pub data: String,
+    /// The record's `_version`, 1 on insert.
+    pub version: i64,
+    /// Hub time of the insert (retention).
+    pub created_at: i64,
+}
+
+/// One write of an app-store transaction ([`crate::Store::app_write`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum AppWrite {
+    /// Fails the transaction with a conflict if `(bucket, id)` exists.
+    Insert(AppRecord),
+    /// Replaces `data` and sets `version`, only if the stored version is `expected_version`.
+    Update {
+        bucket: String,
+        id: String,
+        data: String,
+        version: i64,
+        expected_version: i64,
+    },
+    /// Fails the transaction with a conflict if the record does not exist.
+    Delete { bucket: String, id: String },
+    /// Deletes every record of the bucket.
+    Clear { bucket: String },
+}

@@ -54,9 +54,9 @@ impl HostModel {
         self.cached = (self.cached + (r.random::<f64>() - 0.48) * 2.0 * 1048576.0)
             .max(0.0)
             .round();
-        self.load = (self.load * 0.98 + self.busy / 100.0 * 4.0 * 0.02
-            + (r.random::<f64>() - 0.5) * 0.05)
-            .max(0.0);
+        self.load =
+            (self.load * 0.98 + self.busy / 100.0 * 4.0 * 0.02 + (r.random::<f64>() - 0.5) * 0.05)
+                .max(0.0);
         self.procs = (self.procs + ((r.random::<f64>() - 0.5) * 4.0).round()).max(50.0);
         if r.random::<f64>() < 0.2 {
             self.fs_used += (r.random::<f64>() * 1048576.0).round();
@@ -80,7 +80,9 @@ impl HostModel {
         let rxp = (r.random::<f64>() * 2000.0).round();
         let txp = (r.random::<f64>() * 2000.0).round();
         let free = (MEM_TOTAL - self.mem_used - self.cached).max(0.0);
-        let core = |r: &mut SmallRng, b: f64| ((b + (r.random::<f64>() - 0.5) * 10.0).clamp(0.0, 100.0) * 10.0).round() / 10.0;
+        let core = |r: &mut SmallRng, b: f64| {
+            ((b + (r.random::<f64>() - 0.5) * 10.0).clamp(0.0, 100.0) * 10.0).round() / 10.0
+        };
         let per_core = vec![core(r, b), core(r, b), core(r, b), core(r, b)];
         MetricSample {
             v: vitals_proto::PROTOCOL_VERSION,
@@ -112,7 +114,10 @@ impl HostModel {
             },
             uptime_sec: self.uptime,
             proc_count: self.procs,
-            swap: Some(Swap { used: 0.0, total: 0.0 }),
+            swap: Some(Swap {
+                used: 0.0,
+                total: 0.0,
+            }),
             load: Some(Load {
                 one: (self.load * 100.0).round() / 100.0,
                 five: (self.load * 97.0).round() / 100.0,

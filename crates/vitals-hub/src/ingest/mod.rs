@@ -77,7 +77,7 @@ pub async fn handle_metrics(
     let now = crate::now_ms();
     let window = Window {
         now_ms: now,
-        oldest_ms: now - state.settings().raw_retention_ms(),
+        oldest_ms: now - state.raw_retention_ms(),
     };
     if let Err(e) = validate_batch(&samples, window) {
         telemetry::rejected(&device.id, e.code, &e.message);

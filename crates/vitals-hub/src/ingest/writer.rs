@@ -42,13 +42,16 @@ pub struct Writer {
 impl Writer {
     /// Starts the writer task. It stops after `shutdown` once the queue is drained; the
     /// returned handle completes then.
+    /// `window` is how long the writer waits for more batches to join a commit once one has
+    /// arrived: a few milliseconds of ack latency buy far fewer fsyncs under load.
     pub fn spawn(
         store: Arc<dyn Store>,
         events: broadcast::Sender<LiveEvent>,
         shutdown: CancellationToken,
+        window: std::time::Duration,
     ) -> (Writer, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(QUEUE);
-        let handle = tokio::spawn(run(store, events, rx, shutdown));
+        let handle = tokio::spawn(run(store, events, rx, shutdown, window));
         (Writer { tx }, handle)
     }
 
@@ -72,6 +75,7 @@ async fn run(
     events: broadcast::Sender<LiveEvent>,
     mut rx: mpsc::Receiver<WriteRequest>,
     shutdown: CancellationToken,
+    window: std::time::Duration,
 ) {
     let mut group: Vec<WriteRequest> = Vec::with_capacity(MAX_GROUP);
     loop {
@@ -85,10 +89,15 @@ async fn run(
         };
         let Some(first) = first else { break };
         group.push(first);
+        let deadline = tokio::time::Instant::now() + window;
         while group.len() < MAX_GROUP {
             match rx.try_recv() {
                 Ok(r) => group.push(r),
-                Err(_) => break,
+                Err(_) if window.is_zero() || shutdown.is_cancelled() => break,
+                Err(_) => match tokio::time::timeout_at(deadline, rx.recv()).await {
+                    Ok(Some(r)) => group.push(r),
+                    _ => break,
+                },
             }
         }
         commit(&*store, &events, &mut group).await;

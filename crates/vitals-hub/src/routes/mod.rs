@@ -4,6 +4,7 @@
 //! device token.
 
 pub mod accounts;
+pub mod agent_dist;
 pub mod devices;
 pub mod pairing;
 pub mod queries;
@@ -59,12 +60,17 @@ pub fn router(state: AppState) -> Router {
         .route("/stats/{id}", get(queries::stats))
         .route("/settings", get(get_settings).post(post_settings))
         .route("/report", post(report))
+        .route("/agent/release", get(agent_dist::release))
+        .merge(crate::live::api_router())
         .fallback(api_not_found);
 
     Router::new()
         .nest("/api", api)
         .route("/agent", get(crate::ingest::ws::agent_ws))
+        .route("/ws/live", get(crate::live::broadcast_ws::handler))
         .route("/healthz", get(healthz))
+        .route("/install.sh", get(agent_dist::install_sh))
+        .route("/downloads/{file}", get(agent_dist::download))
         .route("/metrics", get(prometheus))
         .merge(crate::pages::router())
         .layer(DefaultBodyLimit::max(

@@ -107,7 +107,11 @@ async fn main() -> Result<()> {
             .send()
             .await?;
         if !res.status().is_success() {
-            bail!("provisioning failed: {} {}", res.status(), res.text().await?);
+            bail!(
+                "provisioning failed: {} {}",
+                res.status(),
+                res.text().await?
+            );
         }
         let b: serde_json::Value = res.json().await?;
         tokens.push((host_id, b["token"].as_str().context("token")?.to_string()));
@@ -132,6 +136,7 @@ async fn main() -> Result<()> {
             let (ws, _) = tokio_tungstenite::connect_async(req).await?;
             let (mut tx, mut rx) = ws.split();
             let mut model = HostModel::new(i, 7);
+            model.host_id = host_id.clone();
             let mut tick = tokio::time::interval_at((start + offset).into(), interval);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
             let mut seq = 0u64;
@@ -155,16 +160,20 @@ async fn main() -> Result<()> {
                 tx.send(Message::Text(text.into())).await?;
                 let ok = loop {
                     match rx.next().await {
-                        Some(Ok(Message::Text(t))) => break t.as_str().contains("\"ack\""),
+                        Some(Ok(Message::Text(t))) => {
+                            let ok = t.as_str().contains("\"ack\"");
+                            if !ok && stats.errors.load(Ordering::Relaxed) == 0 {
+                                eprintln!("first error: {}", t.as_str());
+                            }
+                            break ok;
+                        }
                         Some(Ok(_)) => continue,
                         _ => anyhow::bail!("socket closed"),
                     }
                 };
                 if sent >= measure_from {
                     if ok {
-                        stats
-                            .acked_samples
-                            .fetch_add(spb as u64, Ordering::Relaxed);
+                        stats.acked_samples.fetch_add(spb as u64, Ordering::Relaxed);
                         let us = u32::try_from(sent.elapsed().as_micros()).unwrap_or(u32::MAX);
                         stats.latencies_us.lock().await.push(us);
                     } else {

@@ -7,6 +7,7 @@ pub mod agent;
 pub mod client;
 pub mod hostmodel;
 pub mod process;
+pub mod procstat;
 
 use std::sync::Arc;
 

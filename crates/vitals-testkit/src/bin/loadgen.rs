@@ -11,6 +11,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+use vitals_testkit::procstat;
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
@@ -59,32 +60,6 @@ struct Stats {
     acked_samples: AtomicU64,
     errors: AtomicU64,
     latencies_us: Mutex<Vec<u32>>,
-}
-
-fn proc_cpu_secs(pid: u32) -> Option<f64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &s[s.rfind(')')? + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
-    Some(ticks / 100.0)
-}
-
-fn proc_rss_kib(pid: u32) -> Option<u64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    s.lines()
-        .find(|l| l.starts_with("VmRSS:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
-}
-
-fn pct(sorted: &[u32], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
-    f64::from(sorted[rank - 1]) / 1000.0
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -188,15 +163,15 @@ async fn main() -> Result<()> {
     let pid = a.hub_pid;
     let sampler = tokio::spawn(async move {
         tokio::time::sleep_until(measure_from.into()).await;
-        let cpu0 = pid.and_then(proc_cpu_secs);
+        let cpu0 = pid.and_then(procstat::cpu_secs);
         let mut rss = Vec::new();
         while Instant::now() < measure_to {
-            if let Some(r) = pid.and_then(proc_rss_kib) {
+            if let Some(r) = pid.and_then(procstat::rss_kib) {
                 rss.push(r);
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
-        let cpu1 = pid.and_then(proc_cpu_secs);
+        let cpu1 = pid.and_then(procstat::cpu_secs);
         (cpu0.zip(cpu1).map(|(a, b)| b - a), rss)
     });
     let mut failed = 0;
@@ -222,8 +197,8 @@ async fn main() -> Result<()> {
         "batches_measured": lat.len(),
         "errors": stats.errors.load(Ordering::Relaxed),
         "failed_agents": failed,
-        "ack_ms_p50": pct(&lat, 0.50),
-        "ack_ms_p99": pct(&lat, 0.99),
+        "ack_ms_p50": procstat::percentile_ms(&lat, 0.50),
+        "ack_ms_p99": procstat::percentile_ms(&lat, 0.99),
         "ack_ms_max": lat.last().map(|v| f64::from(*v) / 1000.0),
         "hub_cpu_pct_core": cpu.map(|c| 100.0 * c / secs),
         "hub_rss_mib_median": rss.get(rss.len() / 2).map(|k| *k as f64 / 1024.0),

@@ -17,6 +17,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+use vitals_testkit::procstat;
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
@@ -83,32 +84,6 @@ fn now_us() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_micros() as i64)
         .unwrap_or(0)
-}
-
-fn proc_cpu_secs(pid: u32) -> Option<f64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &s[s.rfind(')')? + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
-    Some(ticks / 100.0)
-}
-
-fn proc_rss_kib(pid: u32) -> Option<u64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    s.lines()
-        .find(|l| l.starts_with("VmRSS:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
-}
-
-fn pct(sorted: &[u32], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
-    f64::from(sorted[rank - 1]) / 1000.0
 }
 
 /// The number right after the last occurrence of `key` in `text`.
@@ -207,7 +182,7 @@ async fn main() -> Result<()> {
         });
     }
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let rss0 = a.hub_pid.and_then(proc_rss_kib);
+    let rss0 = a.hub_pid.and_then(procstat::rss_kib);
 
     // Viewers.
     eprintln!("connecting {} viewers", a.viewers);
@@ -288,7 +263,7 @@ async fn main() -> Result<()> {
         let _ = r.await;
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let rss1 = a.hub_pid.and_then(proc_rss_kib);
+    let rss1 = a.hub_pid.and_then(procstat::rss_kib);
 
     // The admin: app metrics at `app_rate`, in transactions of `app_batch`.
     eprintln!("admin inserting {} app metrics/s", a.app_rate);
@@ -325,19 +300,19 @@ async fn main() -> Result<()> {
     });
 
     tokio::time::sleep(Duration::from_secs(a.warmup)).await;
-    let cpu0 = a.hub_pid.and_then(proc_cpu_secs);
+    let cpu0 = a.hub_pid.and_then(procstat::cpu_secs);
     stats.measuring.store(true, Ordering::Relaxed);
     let mut rss = Vec::new();
     let t0 = Instant::now();
     while t0.elapsed() < Duration::from_secs(a.measure) {
-        if let Some(r) = a.hub_pid.and_then(proc_rss_kib) {
+        if let Some(r) = a.hub_pid.and_then(procstat::rss_kib) {
             rss.push(r);
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     stats.measuring.store(false, Ordering::Relaxed);
     let secs = t0.elapsed().as_secs_f64();
-    let cpu1 = a.hub_pid.and_then(proc_cpu_secs);
+    let cpu1 = a.hub_pid.and_then(procstat::cpu_secs);
     stop.store(true, Ordering::Relaxed);
     rss.sort_unstable();
     let mut app = std::mem::take(&mut *stats.lat_app.lock().await);
@@ -359,12 +334,12 @@ async fn main() -> Result<()> {
         "pushes_per_s": pushes / secs,
         "push_mib_per_s": stats.bytes.load(Ordering::Relaxed) as f64 / secs / 1048576.0,
         "fleet_pushes_per_s": stats.fleet_pushes.load(Ordering::Relaxed) as f64 / secs,
-        "latency_ms_p50": pct(&all, 0.50),
-        "latency_ms_p99": pct(&all, 0.99),
-        "app_latency_ms_p50": pct(&app, 0.50),
-        "app_latency_ms_p99": pct(&app, 0.99),
-        "device_latency_ms_p50": pct(&dev, 0.50),
-        "device_latency_ms_p99": pct(&dev, 0.99),
+        "latency_ms_p50": procstat::percentile_ms(&all, 0.50),
+        "latency_ms_p99": procstat::percentile_ms(&all, 0.99),
+        "app_latency_ms_p50": procstat::percentile_ms(&app, 0.50),
+        "app_latency_ms_p99": procstat::percentile_ms(&app, 0.99),
+        "device_latency_ms_p50": procstat::percentile_ms(&dev, 0.50),
+        "device_latency_ms_p99": procstat::percentile_ms(&dev, 0.99),
         "hub_cpu_cores": cpu.map(|c| c / secs),
         "pushes_per_s_per_hub_core": cpu.map(|c| pushes / c),
         "hub_rss_mib_before_viewers": rss0.map(|k| k as f64 / 1024.0),

@@ -15,7 +15,6 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::json;
-use vitals_proto::AgentMessage;
 
 use crate::auth::{Admin, DeviceAuth, Viewer};
 use crate::error::{ApiError, ApiJson, ApiResult};
@@ -168,7 +167,3 @@ async fn report(
     }
     res
 }
-
-// Keeps the import used when the type is only named in docs.
-#[allow(dead_code)]
-type _Doc = AgentMessage;

@@ -8,6 +8,7 @@ pub mod client;
 pub mod hostmodel;
 pub mod process;
 pub mod procstat;
+pub mod provision;
 
 use std::sync::Arc;
 

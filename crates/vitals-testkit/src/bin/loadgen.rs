@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use vitals_testkit::procstat;
 
-use anyhow::{Context, Result, bail};
+use anyhow::Result;
 use clap::Parser;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
@@ -66,31 +66,12 @@ struct Stats {
 async fn main() -> Result<()> {
     vitals_testkit::init_crypto();
     let a = Args::parse();
-    let host = reqwest::Url::parse(&a.hub)?;
-    if !matches!(host.host_str(), Some("127.0.0.1" | "localhost" | "::1")) {
-        bail!("loopback hubs only");
-    }
-    let http = reqwest::Client::new();
-    eprintln!("provisioning {} devices", a.agents);
-    let mut tokens = Vec::with_capacity(a.agents);
-    for i in 0..a.agents {
-        let host_id = format!("{}-{i:05}", a.prefix);
-        let res = http
-            .post(format!("{}/api/devices", a.hub))
-            .bearer_auth(&a.token)
-            .json(&json!({"name": host_id, "hostId": host_id}))
-            .send()
-            .await?;
-        if !res.status().is_success() {
-            bail!(
-                "provisioning failed: {} {}",
-                res.status(),
-                res.text().await?
-            );
-        }
-        let b: serde_json::Value = res.json().await?;
-        tokens.push((host_id, b["token"].as_str().context("token")?.to_string()));
-    }
+    let tokens: Vec<(String, String)> =
+        vitals_testkit::provision::provision_devices(&a.hub, &a.token, &a.prefix, a.agents)
+            .await?
+            .into_iter()
+            .map(|d| (d.host_id, d.token))
+            .collect();
     let ws_base = a.hub.replacen("http", "ws", 1);
     let stats = Arc::new(Stats::default());
     let start = Instant::now() + Duration::from_millis(500);

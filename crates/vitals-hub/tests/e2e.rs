@@ -242,3 +242,44 @@ async fn login_cookie_flags() {
     assert!(!session.contains("Secure"), "no Secure flag without TLS");
     hub.stop().await;
 }
+
+#[tokio::test]
+async fn a_range_over_the_raw_row_cap_is_refused_with_a_clear_error() {
+    let hub = TestHub::start().await;
+    let admin = hub.setup_admin().await;
+    let (device_id, _) = hub.pair(&admin, "big-host", "big").await;
+    let store = hub.store();
+    let dev = store.device(&device_id).await.expect("q").expect("device");
+    let t0 = now_ms() - 86_400_000;
+    let rows = vitals_hub::routes::queries::MAX_RAW_ROWS + 1;
+    let samples: Vec<(i64, Vec<u8>)> = (0..rows).map(|i| (t0 + i, b"{}".to_vec())).collect();
+    store
+        .insert_batches(&[vitals_store::SampleBatch {
+            device_seq: dev.seq,
+            samples,
+            now: t0,
+        }])
+        .await
+        .expect("insert");
+    for path in ["metrics", "stats"] {
+        let (s, b) = admin
+            .get(&format!(
+                "/api/{path}/{device_id}?from={t0}&to={}",
+                t0 + rows
+            ))
+            .await;
+        assert_eq!(
+            (s.as_u16(), b["error"].as_str()),
+            (400, Some("range_too_large")),
+            "{b}"
+        );
+    }
+    let (s, _) = admin
+        .get(&format!(
+            "/api/metrics/{device_id}?from={t0}&to={}",
+            t0 + 1000
+        ))
+        .await;
+    assert_eq!(s.as_u16(), 200, "a narrower range works");
+    hub.stop().await;
+}

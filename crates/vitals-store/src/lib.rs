@@ -117,6 +117,9 @@ pub trait Store: Send + Sync + 'static {
     async fn samples(&self, device_seq: i64, from: i64, to: i64) -> Result<Vec<StoredSample>>;
     /// Number of samples of one device (for tests and stats).
     async fn count_samples(&self, device_seq: i64) -> Result<i64>;
+    /// Number of samples of one device with `from <= ts <= to` (to bound a query before
+    /// reading it).
+    async fn count_samples_between(&self, device_seq: i64, from: i64, to: i64) -> Result<i64>;
     /// Deletes at most `limit` samples older than `before`; returns how many.
     async fn delete_samples_before(&self, before: i64, limit: i64) -> Result<u64>;
 

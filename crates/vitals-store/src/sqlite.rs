@@ -717,6 +717,17 @@ impl Store for SqliteStore {
         )
     }
 
+    async fn count_samples_between(&self, device_seq: i64, from: i64, to: i64) -> Result<i64> {
+        Ok(sqlx::query_scalar(
+            "SELECT COUNT(*) FROM samples WHERE device_seq = ? AND ts BETWEEN ? AND ?",
+        )
+        .bind(device_seq)
+        .bind(from)
+        .bind(to)
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
     async fn delete_samples_before(&self, before: i64, limit: i64) -> Result<u64> {
         Ok(sqlx::query(
             "DELETE FROM samples WHERE (device_seq, ts) IN

@@ -305,6 +305,12 @@ pub async fn sample_ranges_and_retention(s: Arc<dyn Store>) {
     .await
     .expect("insert");
     let r = s.samples(a.seq, 10_000, 19_000).await.expect("range");
+    assert_eq!(
+        s.count_samples_between(a.seq, 10_000, 19_000)
+            .await
+            .expect("count"),
+        10
+    );
     assert_eq!(r.len(), 10);
     assert_eq!(r[0].ts, 10_000);
     assert_eq!(r[9].ts, 19_000);

@@ -24,6 +24,32 @@ use crate::state::AppState;
 
 /// Longest range one query may cover (400 days).
 const MAX_RANGE_MS: i64 = 400 * 86_400_000;
+/// Most raw samples one query reads (about 28 hours at 1 Hz), so that a viewer's request
+/// cannot make the hub hold unbounded data in memory. Longer ranges are answered from rollups
+/// once the storage engine keeps them.
+pub const MAX_RAW_ROWS: i64 = 100_000;
+
+/// Reads the samples of a range, refusing ranges over [`MAX_RAW_ROWS`] before reading them.
+async fn read_range(
+    state: &AppState,
+    device_seq: i64,
+    from: i64,
+    to: i64,
+) -> ApiResult<Vec<vitals_store::StoredSample>> {
+    let n = state
+        .store
+        .count_samples_between(device_seq, from, to)
+        .await?;
+    if n > MAX_RAW_ROWS {
+        return Err(ApiError::bad_request(
+            "range_too_large",
+            format!(
+                "the range holds {n} raw samples; at most {MAX_RAW_ROWS} are read per query, so narrow `from`/`to`"
+            ),
+        ));
+    }
+    Ok(state.store.samples(device_seq, from, to).await?)
+}
 
 #[derive(Deserialize)]
 pub struct RangeQuery {
@@ -97,7 +123,7 @@ pub async fn metrics(
         },
     };
     let device = find(&state, &id).await?;
-    let rows = state.store.samples(device.seq, from, to).await?;
+    let rows = read_range(&state, device.seq, from, to).await?;
     let (step, nbuckets) = if rows.len() <= points {
         (0, rows.len())
     } else {
@@ -189,7 +215,7 @@ pub async fn stats(
 ) -> ApiResult<impl IntoResponse> {
     let (from, to) = range(&q)?;
     let device = find(&state, &id).await?;
-    let rows = state.store.samples(device.seq, from, to).await?;
+    let rows = read_range(&state, device.seq, from, to).await?;
     let mut values: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     for r in &rows {
         let Some(s) = decode(&r.data) else { continue };

@@ -148,4 +148,27 @@ pub trait Store: Send + Sync + 'static {
     async fn app_write(&self, writes: &[AppWrite]) -> Result<()>;
     /// Deletes at most `limit` records created before `before`; returns their `(bucket, id)`.
     async fn app_delete_before(&self, before: i64, limit: i64) -> Result<Vec<(String, String)>>;
+
+    // ---- alerts ---------------------------------------------------------------------------
+    /// Every document of `kind` (`rule`, `channel`, `window`), oldest first.
+    async fn alert_docs(&self, kind: &str) -> Result<Vec<AlertDoc>>;
+    /// Inserts or replaces a document.
+    async fn alert_doc_put(&self, kind: &str, id: &str, data: &str, now: i64) -> Result<()>;
+    /// Deletes a document; false when there was none.
+    async fn alert_doc_delete(&self, kind: &str, id: &str) -> Result<bool>;
+    /// Every persisted engine state `(key, JSON)`.
+    async fn alert_states(&self) -> Result<Vec<(String, String)>>;
+    /// Applies state changes, event upserts and new notifications in ONE transaction.
+    async fn alert_apply(&self, write: &AlertWrite) -> Result<()>;
+    /// Events, newest first: only active ones, or all (at most `limit`).
+    async fn alert_events(&self, active_only: bool, limit: i64) -> Result<Vec<AlertEventRow>>;
+    async fn alert_event(&self, id: &str) -> Result<Option<AlertEventRow>>;
+    /// Outbox items not done whose `next_at <= now`, oldest first.
+    async fn alert_outbox_due(&self, now: i64, limit: i64) -> Result<Vec<OutboxItem>>;
+    /// Logs a delivery attempt and settles its outbox item (retry or done), atomically.
+    async fn alert_delivery(&self, record: &DeliveryRecord) -> Result<()>;
+    /// The delivery log, newest first.
+    async fn alert_deliveries(&self, limit: i64) -> Result<Vec<DeliveryRecord>>;
+    /// Deletes resolved events, settled outbox items and log lines older than `before`.
+    async fn alert_purge_before(&self, before: i64) -> Result<u64>;
 }

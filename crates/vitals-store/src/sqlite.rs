@@ -927,4 +927,249 @@ impl Store for SqliteStore {
             .map(|r| Ok((r.try_get("bucket")?, r.try_get("id")?)))
             .collect()
     }
+    async fn alert_docs(&self, kind: &str) -> Result<Vec<AlertDoc>> {
+        let rows = sqlx::query(
+            "SELECT id, data, updated_at FROM alert_docs WHERE kind = ? ORDER BY rowid",
+        )
+        .bind(kind)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(AlertDoc {
+                    id: r.try_get("id")?,
+                    data: r.try_get("data")?,
+                    updated_at: r.try_get("updated_at")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn alert_doc_put(&self, kind: &str, id: &str, data: &str, now: i64) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO alert_docs (kind, id, data, updated_at) VALUES (?, ?, ?, ?)
+             ON CONFLICT (kind, id) DO UPDATE SET data = excluded.data,
+                                                  updated_at = excluded.updated_at",
+        )
+        .bind(kind)
+        .bind(id)
+        .bind(data)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn alert_doc_delete(&self, kind: &str, id: &str) -> Result<bool> {
+        let n = sqlx::query("DELETE FROM alert_docs WHERE kind = ? AND id = ?")
+            .bind(kind)
+            .bind(id)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok(n > 0)
+    }
+
+    async fn alert_states(&self) -> Result<Vec<(String, String)>> {
+        let rows = sqlx::query("SELECT key, data FROM alert_state ORDER BY key")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("key")?, r.try_get("data")?)))
+            .collect()
+    }
+
+    async fn alert_apply(&self, w: &AlertWrite) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        for (key, data) in &w.states {
+            match data {
+                Some(d) => {
+                    sqlx::query(
+                        "INSERT INTO alert_state (key, data) VALUES (?, ?)
+                         ON CONFLICT (key) DO UPDATE SET data = excluded.data",
+                    )
+                    .bind(key)
+                    .bind(d)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                None => {
+                    sqlx::query("DELETE FROM alert_state WHERE key = ?")
+                        .bind(key)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+            }
+        }
+        for e in &w.events {
+            sqlx::query(
+                "INSERT INTO alert_events (id, active, started_at, data) VALUES (?, ?, ?, ?)
+                 ON CONFLICT (id) DO UPDATE SET active = excluded.active, data = excluded.data",
+            )
+            .bind(&e.id)
+            .bind(e.active)
+            .bind(e.started_at)
+            .bind(&e.data)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for n in &w.outbox {
+            sqlx::query(
+                "INSERT INTO alert_outbox (event_id, channel_id, data, next_at, created_at)
+                 VALUES (?, ?, ?, ?, ?)",
+            )
+            .bind(&n.event_id)
+            .bind(&n.channel_id)
+            .bind(&n.data)
+            .bind(n.next_at)
+            .bind(n.created_at)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn alert_events(&self, active_only: bool, limit: i64) -> Result<Vec<AlertEventRow>> {
+        let rows = sqlx::query(
+            "SELECT id, active, started_at, data FROM alert_events
+             WHERE active = 1 OR ? = 0 ORDER BY started_at DESC, id LIMIT ?",
+        )
+        .bind(active_only)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(event_row).collect()
+    }
+
+    async fn alert_event(&self, id: &str) -> Result<Option<AlertEventRow>> {
+        let row = sqlx::query("SELECT id, active, started_at, data FROM alert_events WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(event_row).transpose()
+    }
+
+    async fn alert_outbox_due(&self, now: i64, limit: i64) -> Result<Vec<OutboxItem>> {
+        let rows = sqlx::query(
+            "SELECT id, event_id, channel_id, data, attempts, next_at FROM alert_outbox
+             WHERE done = 0 AND next_at <= ? ORDER BY next_at, id LIMIT ?",
+        )
+        .bind(now)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(OutboxItem {
+                    id: r.try_get("id")?,
+                    event_id: r.try_get("event_id")?,
+                    channel_id: r.try_get("channel_id")?,
+                    data: r.try_get("data")?,
+                    attempts: r.try_get("attempts")?,
+                    next_at: r.try_get("next_at")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn alert_delivery(&self, d: &DeliveryRecord) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO alert_deliveries
+               (at, outbox_id, event_id, channel_id, kind, attempt, ok, status, error)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(d.at)
+        .bind(d.outbox_id)
+        .bind(&d.event_id)
+        .bind(&d.channel_id)
+        .bind(&d.kind)
+        .bind(d.attempt)
+        .bind(d.ok)
+        .bind(d.status)
+        .bind(&d.error)
+        .execute(&mut *tx)
+        .await?;
+        if let Some(id) = d.outbox_id {
+            match d.retry_at {
+                Some(t) => {
+                    sqlx::query("UPDATE alert_outbox SET attempts = ?, next_at = ? WHERE id = ?")
+                        .bind(d.attempt)
+                        .bind(t)
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await?
+                }
+                None => {
+                    sqlx::query("UPDATE alert_outbox SET attempts = ?, done = 1 WHERE id = ?")
+                        .bind(d.attempt)
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await?
+                }
+            };
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn alert_deliveries(&self, limit: i64) -> Result<Vec<DeliveryRecord>> {
+        let rows = sqlx::query(
+            "SELECT d.at, d.outbox_id, d.event_id, d.channel_id, d.kind, d.attempt, d.ok,
+                    d.status, d.error,
+                    CASE WHEN o.done = 0 THEN o.next_at END AS retry_at
+             FROM alert_deliveries d LEFT JOIN alert_outbox o ON o.id = d.outbox_id
+             ORDER BY d.id DESC LIMIT ?",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(DeliveryRecord {
+                    at: r.try_get("at")?,
+                    outbox_id: r.try_get("outbox_id")?,
+                    event_id: r.try_get("event_id")?,
+                    channel_id: r.try_get("channel_id")?,
+                    kind: r.try_get("kind")?,
+                    attempt: r.try_get("attempt")?,
+                    ok: r.try_get("ok")?,
+                    status: r.try_get("status")?,
+                    error: r.try_get("error")?,
+                    retry_at: r.try_get("retry_at")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn alert_purge_before(&self, before: i64) -> Result<u64> {
+        let mut tx = self.pool.begin().await?;
+        let mut n = sqlx::query("DELETE FROM alert_events WHERE active = 0 AND started_at < ?")
+            .bind(before)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        n += sqlx::query("DELETE FROM alert_outbox WHERE done = 1 AND created_at < ?")
+            .bind(before)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        n += sqlx::query("DELETE FROM alert_deliveries WHERE at < ?")
+            .bind(before)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        Ok(n)
+    }
+}
+
+fn event_row(r: &SqliteRow) -> Result<AlertEventRow> {
+    Ok(AlertEventRow {
+        id: r.try_get("id")?,
+        active: r.try_get("active")?,
+        started_at: r.try_get("started_at")?,
+        data: r.try_get("data")?,
+    })
 }

@@ -16,7 +16,8 @@ macro_rules! store_test_suite {
             users_and_first_admin, sessions_expire_and_cascade, api_tokens,
             pairing_lifecycle, pairing_expiry_and_deny, devices_and_tokens,
             samples_idempotent_group_commit, sample_ranges_and_retention,
-            state_and_settings, meta_compare_and_delete, app_store_transactions);
+            state_and_settings, meta_compare_and_delete, app_store_transactions,
+            alert_docs_state_and_outbox);
     };
     (@cases $make:expr; $($case:ident),*) => {
         $(
@@ -440,4 +441,121 @@ pub async fn app_store_transactions(s: Arc<dyn Store>) {
     .await
     .expect("clear");
     assert!(s.app_records().await.expect("records").is_empty());
+}
+
+pub async fn alert_docs_state_and_outbox(s: Arc<dyn Store>) {
+    // Documents: put, replace, list in insertion order, delete.
+    s.alert_doc_put("rule", "r1", r#"{"a":1}"#, 10)
+        .await
+        .expect("put");
+    s.alert_doc_put("rule", "r2", r#"{"a":2}"#, 11)
+        .await
+        .expect("put");
+    s.alert_doc_put("rule", "r1", r#"{"a":3}"#, 12)
+        .await
+        .expect("replace");
+    s.alert_doc_put("channel", "c1", "{}", 12)
+        .await
+        .expect("put");
+    let rules = s.alert_docs("rule").await.expect("list");
+    assert_eq!(
+        rules.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(),
+        ["r1", "r2"]
+    );
+    assert_eq!(rules[0].data, r#"{"a":3}"#);
+    assert_eq!(rules[0].updated_at, 12);
+    assert!(s.alert_doc_delete("rule", "r2").await.expect("delete"));
+    assert!(!s.alert_doc_delete("rule", "r2").await.expect("again"));
+    assert_eq!(s.alert_docs("channel").await.expect("list").len(), 1);
+
+    // One engine step: state, event and notifications together.
+    let step = AlertWrite {
+        states: vec![("r1|d1|".into(), Some(r#"{"s":"firing"}"#.into()))],
+        events: vec![AlertEventRow {
+            id: "e1".into(),
+            active: true,
+            started_at: 100,
+            data: r#"{"state":"firing"}"#.into(),
+        }],
+        outbox: vec![
+            NewNotification {
+                event_id: "e1".into(),
+                channel_id: "c1".into(),
+                data: "{}".into(),
+                next_at: 100,
+                created_at: 100,
+            },
+            NewNotification {
+                event_id: "e1".into(),
+                channel_id: "c2".into(),
+                data: "{}".into(),
+                next_at: 500,
+                created_at: 100,
+            },
+        ],
+    };
+    s.alert_apply(&step).await.expect("apply");
+    assert_eq!(
+        s.alert_states().await.expect("states"),
+        vec![("r1|d1|".to_string(), r#"{"s":"firing"}"#.to_string())]
+    );
+    assert_eq!(s.alert_events(true, 10).await.expect("active").len(), 1);
+    let due = s.alert_outbox_due(200, 10).await.expect("due");
+    assert_eq!(due.len(), 1, "only the item whose time has come");
+    assert_eq!(due[0].channel_id, "c1");
+
+    // A failed attempt schedules a retry; a successful one settles the item.
+    let mut rec = DeliveryRecord {
+        at: 200,
+        outbox_id: Some(due[0].id),
+        event_id: Some("e1".into()),
+        channel_id: "c1".into(),
+        kind: "firing".into(),
+        attempt: 1,
+        ok: false,
+        status: Some(500),
+        error: Some("server error".into()),
+        retry_at: Some(300),
+    };
+    s.alert_delivery(&rec).await.expect("log");
+    assert!(s.alert_outbox_due(250, 10).await.expect("due").is_empty());
+    let again = s.alert_outbox_due(300, 10).await.expect("due");
+    assert_eq!(again[0].attempts, 1);
+    rec.at = 300;
+    rec.attempt = 2;
+    rec.ok = true;
+    rec.status = Some(200);
+    rec.error = None;
+    rec.retry_at = None;
+    s.alert_delivery(&rec).await.expect("log");
+    assert!(s.alert_outbox_due(400, 10).await.expect("due").is_empty());
+    let log = s.alert_deliveries(10).await.expect("log");
+    assert_eq!(log.len(), 2);
+    assert!(log[0].ok && !log[1].ok, "newest first");
+    assert_eq!(log[1].retry_at, None, "the item is settled now");
+
+    // Resolve: state gone, event inactive; purge removes only old settled rows.
+    let resolve = AlertWrite {
+        states: vec![("r1|d1|".into(), None)],
+        events: vec![AlertEventRow {
+            id: "e1".into(),
+            active: false,
+            started_at: 100,
+            data: r#"{"state":"resolved"}"#.into(),
+        }],
+        outbox: vec![],
+    };
+    s.alert_apply(&resolve).await.expect("apply");
+    assert!(s.alert_states().await.expect("states").is_empty());
+    assert!(s.alert_events(true, 10).await.expect("active").is_empty());
+    let e = s.alert_event("e1").await.expect("get").expect("exists");
+    assert!(!e.active);
+    assert_eq!(e.data, r#"{"state":"resolved"}"#);
+    assert!(s.alert_purge_before(150).await.expect("purge") >= 1);
+    assert!(s.alert_event("e1").await.expect("get").is_none());
+    assert_eq!(
+        s.alert_outbox_due(1000, 10).await.expect("due").len(),
+        1,
+        "the pending c2 item is kept"
+    );
 }

@@ -214,3 +214,74 @@ pub enum AppWrite {
     /// Deletes every record of the bucket.
     Clear { bucket: String },
 }
+
+/// A stored alerting document (a rule, a notification channel or a maintenance window).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertDoc {
+    pub id: String,
+    /// The validated JSON document.
+    pub data: String,
+    pub updated_at: i64,
+}
+
+/// One alert (fired .. resolved) as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertEventRow {
+    pub id: String,
+    /// Still firing.
+    pub active: bool,
+    pub started_at: i64,
+    /// The event's JSON view.
+    pub data: String,
+}
+
+/// A notification to enqueue ([`AlertWrite::outbox`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewNotification {
+    pub event_id: String,
+    pub channel_id: String,
+    /// What to send (rendered context), JSON.
+    pub data: String,
+    pub next_at: i64,
+    pub created_at: i64,
+}
+
+/// A queued notification.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxItem {
+    pub id: i64,
+    pub event_id: String,
+    pub channel_id: String,
+    pub data: String,
+    /// Attempts made so far.
+    pub attempts: i64,
+    pub next_at: i64,
+}
+
+/// Everything one alert-engine step changes, applied in ONE transaction
+/// ([`crate::Store::alert_apply`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AlertWrite {
+    /// `(key, Some(state JSON))` upserts, `(key, None)` deletes.
+    pub states: Vec<(String, Option<String>)>,
+    /// Inserted or replaced events.
+    pub events: Vec<AlertEventRow>,
+    pub outbox: Vec<NewNotification>,
+}
+
+/// One delivery attempt, for the delivery log. Recording it also settles the outbox item:
+/// `retry_at: Some(t)` schedules another attempt, `None` marks it done.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeliveryRecord {
+    pub at: i64,
+    pub outbox_id: Option<i64>,
+    pub event_id: Option<String>,
+    pub channel_id: String,
+    /// `firing`, `repeat`, `resolved` or `test`.
+    pub kind: String,
+    pub attempt: i64,
+    pub ok: bool,
+    pub status: Option<i64>,
+    pub error: Option<String>,
+    pub retry_at: Option<i64>,
+}

@@ -5,6 +5,7 @@
 //! connection finish the batch it is committing (and acknowledge it), then drain the
 //! group-commit writer, then close the store.
 
+pub mod alerts;
 pub mod auth;
 pub mod config;
 pub mod demo;
@@ -184,6 +185,7 @@ pub async fn start_with_store(
         events,
         started: Instant::now(),
         live,
+        alerts: alerts::Alerts::new(),
         config,
     });
 
@@ -202,6 +204,7 @@ pub async fn start_with_store(
 
     spawn_background(&state);
     live::spawn(&state);
+    alerts::spawn(&state);
     if state.config.demo > 0 {
         tokio::spawn(demo::run(state.clone(), state.config.demo));
     }

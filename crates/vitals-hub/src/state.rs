@@ -35,6 +35,8 @@ pub enum LiveEvent {
     DevicesChanged,
     /// App-store records (seed 001 buckets: metrics, alerts) were committed.
     App(Arc<crate::live::appstore::AppChange>),
+    /// An alert fired, changed or resolved: `{type:"alert", alert}` for `/ws/live`.
+    Alert(Arc<str>),
 }
 
 #[derive(Clone)]
@@ -71,6 +73,8 @@ pub struct Inner {
     pub started: Instant,
     /// The live core (subscriptions, app store, viewer connections).
     pub live: Arc<crate::live::Live>,
+    /// The alert engine and notification delivery.
+    pub alerts: crate::alerts::Alerts,
 }
 
 impl AppState {

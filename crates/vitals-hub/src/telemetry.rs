@@ -16,6 +16,9 @@ pub const DATABASE_BYTES: &str = "vitals_database_bytes";
 pub const SPOOL_DROPPED: &str = "vitals_agent_spool_dropped_samples_total";
 pub const LIVE_PUSHES: &str = "vitals_live_pushes_total";
 pub const LIVE_DISCONNECTS: &str = "vitals_live_disconnects_total";
+pub const ALERTS_FIRED: &str = "vitals_alerts_fired_total";
+pub const NOTIFICATIONS: &str = "vitals_notifications_total";
+pub const NOTIFY_SECONDS: &str = "vitals_notification_seconds";
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
@@ -70,6 +73,16 @@ fn describe() {
     describe_counter!(
         LIVE_DISCONNECTS,
         "Viewer connections closed by the hub, by reason (slow, revoked, auth_timeout, too_big)"
+    );
+    describe_counter!(ALERTS_FIRED, "Alerts that started firing (notified)");
+    describe_counter!(
+        NOTIFICATIONS,
+        "Notification delivery attempts, by outcome (sent, retry, failed)"
+    );
+    describe_histogram!(
+        NOTIFY_SECONDS,
+        Unit::Seconds,
+        "Time to deliver one notification"
     );
     describe_counter!(
         SPOOL_DROPPED,

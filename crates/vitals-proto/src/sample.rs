@@ -9,7 +9,7 @@
 use serde::{Deserialize, Deserializer, Serialize};
 
 /// One reading of a host, as sent by an agent.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct MetricSample {
     /// Protocol version of the agent that produced the sample.

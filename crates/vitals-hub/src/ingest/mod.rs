@@ -109,7 +109,15 @@ pub async fn handle_metrics(
         now,
     };
     match state.writer.submit(&device.id, batch).await {
-        Ok(stored) => HubMessage::Ack { seq, stored },
+        Ok(stored) => {
+            if stored > 0 {
+                state
+                    .alerts
+                    .observe(&device.id, &device.name, samples)
+                    .await;
+            }
+            HubMessage::Ack { seq, stored }
+        }
         Err(WriteError::Unavailable) => {
             telemetry::rejected(&device.id, ErrorCode::Unavailable, "store unavailable");
             HubMessage::Error {

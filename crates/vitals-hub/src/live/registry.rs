@@ -732,6 +732,14 @@ impl Registry {
         self.lock().broadcast.remove(&conn);
     }
 
+    /// Sends an alert change to every `/ws/live` viewer (never coalesced: each is news).
+    pub fn on_alert(&self, json: &str) {
+        let inner = self.lock();
+        for o in inner.broadcast.values() {
+            o.reply(json.to_string());
+        }
+    }
+
     // ---- the dispatcher ------------------------------------------------------------------
 
     fn on_samples(&self, device_id: &str, samples: &[(i64, Arc<str>)], now: i64) -> bool {
@@ -1034,6 +1042,7 @@ pub async fn run(state: AppState) {
                 }) => live.registry.on_state(&device_id, kind, &json),
                 Ok(LiveEvent::DevicesChanged) => reload = true,
                 Ok(LiveEvent::App(change)) => live.registry.on_app(&change),
+                Ok(LiveEvent::Alert(json)) => live.registry.on_alert(&json),
                 Err(RecvError::Lagged(n)) => {
                     tracing::warn!(
                         missed = n,

@@ -5,6 +5,7 @@
 
 pub mod accounts;
 pub mod agent_dist;
+pub mod alerts;
 pub mod devices;
 pub mod pairing;
 pub mod queries;
@@ -58,6 +59,37 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics/{id}", get(queries::metrics))
         .route("/stats/{id}", get(queries::stats))
         .route("/settings", get(get_settings).post(post_settings))
+        .route(
+            "/alert-rules",
+            get(alerts::list_rules).post(alerts::create_rule),
+        )
+        .route(
+            "/alert-rules/{id}",
+            axum::routing::patch(alerts::patch_rule).delete(alerts::delete_rule),
+        )
+        .route(
+            "/notification-channels",
+            get(alerts::list_channels).post(alerts::create_channel),
+        )
+        .route(
+            "/notification-channels/{id}",
+            axum::routing::delete(alerts::delete_channel),
+        )
+        .route(
+            "/notification-channels/{id}/test",
+            post(alerts::test_channel),
+        )
+        .route("/alerts", get(alerts::list_alerts))
+        .route("/alerts/{id}/ack", post(alerts::ack_alert))
+        .route(
+            "/maintenance-windows",
+            get(alerts::list_windows).post(alerts::create_window),
+        )
+        .route(
+            "/maintenance-windows/{id}",
+            axum::routing::delete(alerts::delete_window),
+        )
+        .route("/alert-deliveries", get(alerts::deliveries))
         .route("/report", post(report))
         .route("/agent/release", get(agent_dist::release))
         .merge(crate::live::api_router())
@@ -135,6 +167,13 @@ async fn post_settings(
         .map_err(|errs| ApiError::bad_request("invalid_settings", errs.join("; ")))?;
     state.store.put_settings(&values).await?;
     state.set_settings(next);
+    if values
+        .keys()
+        .any(|k| k.starts_with("alerts.") || k.starts_with("devices."))
+    {
+        crate::alerts::sync_builtin_rules(&state).await?;
+        state.alerts.reload().await;
+    }
     tracing::info!(keys = ?values.keys().collect::<Vec<_>>(), "settings updated");
     Ok(ApiJson(state.settings().as_json()))
 }

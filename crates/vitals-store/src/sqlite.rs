@@ -1,6 +1,9 @@
 //! The SQLite backend: one file in the data directory, WAL journal, `synchronous=FULL` so a
 //! committed transaction survives power loss. Group commit is the caller's job: the hub hands
 //! many agents' batches to one [`Store::insert_batches`] call, one transaction, one fsync.
+//! Every transaction is `BEGIN IMMEDIATE`: it takes the write lock up front (waiting up to the
+//! busy timeout), so a transaction that reads before it writes never fails with `SQLITE_BUSY`
+//! when another connection committed in between.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -416,7 +419,7 @@ impl Store for SqliteStore {
         name: &str,
         now: i64,
     ) -> Result<ApproveOutcome> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let row = sqlx::query("SELECT * FROM device_codes WHERE code = ?")
             .bind(code)
             .fetch_optional(&mut *tx)
@@ -464,7 +467,7 @@ impl Store for SqliteStore {
         token_hash: &[u8],
         now: i64,
     ) -> Result<ClaimOutcome> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let row = sqlx::query("SELECT * FROM device_codes WHERE code = ?")
             .bind(code)
             .fetch_optional(&mut *tx)
@@ -518,7 +521,7 @@ impl Store for SqliteStore {
     }
 
     async fn create_device(&self, d: NewDevice) -> Result<Device> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let dev = insert_device(&mut tx, &d).await?;
         tx.commit().await?;
         Ok(dev)
@@ -598,7 +601,7 @@ impl Store for SqliteStore {
     }
 
     async fn delete_device(&self, id: &str) -> Result<bool> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let seq: Option<i64> = sqlx::query_scalar("SELECT seq FROM devices WHERE id = ?")
             .bind(id)
             .fetch_optional(&mut *tx)
@@ -641,7 +644,7 @@ impl Store for SqliteStore {
             owner.entry((*seq, *ts)).or_insert(*i);
         }
         let mut stored = vec![0u64; batches.len()];
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         for chunk in rows.chunks(ROWS_PER_STATEMENT) {
             let mut sql = String::with_capacity(40 + chunk.len() * 10);
             sql.push_str("INSERT INTO samples (device_seq, ts, data) VALUES ");
@@ -782,7 +785,7 @@ impl Store for SqliteStore {
     }
 
     async fn put_settings(&self, values: &BTreeMap<String, String>) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         for (k, v) in values {
             sqlx::query(
                 "INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
@@ -836,7 +839,7 @@ impl Store for SqliteStore {
     }
 
     async fn app_write(&self, writes: &[AppWrite]) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         for w in writes {
             match w {
                 AppWrite::Insert(r) => {
@@ -980,7 +983,7 @@ impl Store for SqliteStore {
     }
 
     async fn alert_apply(&self, w: &AlertWrite) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         for (key, data) in &w.states {
             match data {
                 Some(d) => {
@@ -1074,7 +1077,7 @@ impl Store for SqliteStore {
     }
 
     async fn alert_delivery(&self, d: &DeliveryRecord) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         sqlx::query(
             "INSERT INTO alert_deliveries
                (at, outbox_id, event_id, channel_id, kind, attempt, ok, status, error)
@@ -1144,7 +1147,7 @@ impl Store for SqliteStore {
     }
 
     async fn alert_purge_before(&self, before: i64) -> Result<u64> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let mut n = sqlx::query("DELETE FROM alert_events WHERE active = 0 AND started_at < ?")
             .bind(before)
             .execute(&mut *tx)

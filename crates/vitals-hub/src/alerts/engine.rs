@@ -57,6 +57,8 @@ pub struct AlertEvent {
 /// State of one (rule, device, subject) that is not OK. Persisted as JSON.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "phase", rename_all = "camelCase")]
+// Only non-OK (rule, device) pairs hold a phase, so the size difference costs little.
+#[allow(clippy::large_enum_variant)]
 pub enum Phase {
     #[serde(rename_all = "camelCase")]
     Pending { since: i64, peak: f64 },

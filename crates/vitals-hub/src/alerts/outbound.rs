@@ -10,6 +10,9 @@ use std::time::Duration;
 use reqwest::Url;
 use reqwest::header::{HeaderMap, LOCATION};
 
+/// Decides whether a host's resolved addresses may be contacted.
+pub type Policy<'a> = dyn Fn(&str, &[SocketAddr]) -> Result<(), OutboundError> + Sync + 'a;
+
 /// Most redirects followed.
 const MAX_REDIRECTS: usize = 3;
 /// Timeout of one request.
@@ -83,6 +86,16 @@ async fn check_parsed(
     url: Url,
     allow_private: bool,
 ) -> Result<(Url, Vec<SocketAddr>), OutboundError> {
+    check_with(url, &|host: &str, addrs: &[SocketAddr]| {
+        guard(host, addrs, allow_private)
+    })
+    .await
+}
+
+async fn check_with(
+    url: Url,
+    policy: &Policy<'_>,
+) -> Result<(Url, Vec<SocketAddr>), OutboundError> {
     if !matches!(url.scheme(), "http" | "https") {
         return Err(OutboundError::Refused(format!(
             "only http and https URLs are allowed, not {}:",
@@ -102,7 +115,7 @@ async fn check_parsed(
         .to_string();
     let port = url.port_or_known_default().unwrap_or(80);
     let addrs = resolve(&host, port).await?;
-    guard(&host, &addrs, allow_private)?;
+    policy(&host, &addrs)?;
     Ok((url, addrs))
 }
 
@@ -150,7 +163,25 @@ pub async fn post(
     body: Vec<u8>,
     allow_private: bool,
 ) -> Result<Response, OutboundError> {
-    let (mut url, mut addrs) = check(url, allow_private).await?;
+    post_guarded(url, headers, body, &|host: &str, addrs: &[SocketAddr]| {
+        guard(host, addrs, allow_private)
+    })
+    .await
+}
+
+/// [`post`] with the address policy given as a function (each hop is checked with it).
+pub async fn post_guarded(
+    url: &str,
+    headers: HeaderMap,
+    body: Vec<u8>,
+    policy: &Policy<'_>,
+) -> Result<Response, OutboundError> {
+    let (mut url, mut addrs) = check_with(
+        Url::parse(url)
+            .map_err(|e| OutboundError::Refused(format!("{url:?} is not a valid URL: {e}")))?,
+        policy,
+    )
+    .await?;
     for _ in 0..=MAX_REDIRECTS {
         let host = url.host_str().unwrap_or_default().to_string();
         let client = reqwest::Client::builder()
@@ -180,7 +211,7 @@ pub async fn post(
                     "{host} answered {status} without a usable Location"
                 )));
             };
-            let checked = check_parsed(next, allow_private).await?;
+            let checked = check_with(next, policy).await?;
             url = checked.0;
             addrs = checked.1;
             continue;

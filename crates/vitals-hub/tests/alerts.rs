@@ -4,6 +4,8 @@
 //! escaping of hostile device names, retries, restarts mid-pending and mid-firing, the SSRF
 //! guard, seed 001's `alerts` bucket and the API's validation and roles.
 
+mod live_common;
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -197,6 +199,13 @@ async fn lifecycle_payloads_escaping_and_bucket() {
     .await;
     let rule_id = rule["id"].as_str().expect("id").to_string();
 
+    let viewer_token = admin.create_token("live", "viewer").await;
+    let mut live = live_common::Ws::connect(
+        &format!("{}/ws/live", hub.ws_url()),
+        &[("authorization", &format!("Bearer {viewer_token}"))],
+    )
+    .await
+    .expect("live upgrade");
     let mut agent = FakeAgent::connect(&hub.ws_url(), &token, "host-alerts")
         .await
         .expect("agent");
@@ -289,6 +298,19 @@ async fn lifecycle_payloads_escaping_and_bucket() {
             "{label} {value} in {fields:?}"
         );
     }
+
+    // The dashboard's live socket is told.
+    let pushed = loop {
+        let m = live
+            .recv_within(Duration::from_secs(5))
+            .await
+            .expect("an alert push");
+        if m["type"] == "alert" {
+            break m;
+        }
+    };
+    assert_eq!(pushed["alert"]["state"], "firing");
+    assert_eq!(pushed["alert"]["ruleId"], rule_id.as_str());
 
     // Firing: the alert is active, and in seed 001's alerts bucket.
     let (_, active) = admin.get("/api/alerts?state=active").await;

@@ -34,6 +34,8 @@ use rule::{MaintenanceWindow, Rule};
 pub const DEFAULT_SLACK: &str = "default-slack";
 /// Delivery attempts before a notification is given up.
 pub const MAX_ATTEMPTS: i64 = 8;
+/// How long the engine gathers evaluations before committing their state changes together.
+const PERSIST_WINDOW: Duration = Duration::from_millis(100);
 /// Batches queued for the engine before ingest waits.
 const QUEUE: usize = 8192;
 
@@ -366,6 +368,7 @@ async fn run_engine(state: AppState, mut rx: mpsc::Receiver<Msg>) {
         Err(e) => tracing::error!(error = %e, "could not restore alert states"),
     }
     let mut events = state.events.subscribe();
+    let mut devices_dirty = false;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
@@ -373,37 +376,51 @@ async fn run_engine(state: AppState, mut rx: mpsc::Receiver<Msg>) {
             m = rx.recv() => {
                 let Some(m) = m else { break };
                 let mut step = Step::default();
-                let mut next = Some(m);
-                let mut n = 0;
-                // Take what is queued (up to 256 messages) into one step and one commit.
-                while let Some(m) = next.take() {
-                    handle(&state, &mut engine, m, &mut step).await;
-                    n += 1;
-                    if n < 256 {
-                        next = rx.try_recv().ok();
+                let mut reply = handle(&state, &mut engine, m, &mut step).await;
+                // Evaluate what arrives in the next PERSIST_WINDOW into the same step, so one
+                // commit carries the state changes of many batches (an API call is answered
+                // as soon as its own change is committed).
+                let deadline = tokio::time::Instant::now() + PERSIST_WINDOW;
+                let mut n = 1;
+                while reply.is_none() && n < 4096 {
+                    match tokio::time::timeout_at(deadline, rx.recv()).await {
+                        Ok(Some(m)) => {
+                            reply = handle(&state, &mut engine, m, &mut step).await;
+                            n += 1;
+                        }
+                        _ => break,
                     }
                 }
                 persist(&state, step).await;
+                if let Some(r) = reply {
+                    r.send();
+                }
             }
             _ = tick.tick() => {
+                // Device changes are applied at most once a second (a fleet being
+                // provisioned sends one event per device).
+                if devices_dirty {
+                    devices_dirty = false;
+                    load_devices(&state, &mut engine).await;
+                }
                 let step = engine.tick(crate::now_ms());
                 persist(&state, step).await;
             }
             ev = events.recv() => match ev {
                 Ok(LiveEvent::DevicesChanged)
-                | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                    load_devices(&state, &mut engine).await;
-                }
+                | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => devices_dirty = true,
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
                 Ok(_) => {}
             },
             _ = state.shutdown.cancelled() => {
                 // Evaluate what is already queued, then stop.
                 let mut step = Step::default();
+                let mut replies = Vec::new();
                 while let Ok(m) = rx.try_recv() {
-                    handle(&state, &mut engine, m, &mut step).await;
+                    replies.extend(handle(&state, &mut engine, m, &mut step).await);
                 }
                 persist(&state, step).await;
+                replies.into_iter().for_each(Reply::send);
                 break;
             }
         }
@@ -411,7 +428,26 @@ async fn run_engine(state: AppState, mut rx: mpsc::Receiver<Msg>) {
     tracing::debug!("alert engine stopped");
 }
 
-async fn handle(state: &AppState, engine: &mut Engine, m: Msg, step: &mut Step) {
+/// An answer to an API call, sent once the step it caused is committed.
+enum Reply {
+    Reload(oneshot::Sender<()>),
+    Ack(oneshot::Sender<Option<AlertEvent>>, Option<AlertEvent>),
+}
+
+impl Reply {
+    fn send(self) {
+        match self {
+            Reply::Reload(r) => {
+                let _ = r.send(());
+            }
+            Reply::Ack(r, e) => {
+                let _ = r.send(e);
+            }
+        }
+    }
+}
+
+async fn handle(state: &AppState, engine: &mut Engine, m: Msg, step: &mut Step) -> Option<Reply> {
     match m {
         Msg::Samples {
             device_id,
@@ -420,11 +456,12 @@ async fn handle(state: &AppState, engine: &mut Engine, m: Msg, step: &mut Step) 
         } => {
             engine.note_device(&device_id, &device_name);
             engine.observe(&device_id, &samples, crate::now_ms(), step);
+            None
         }
         Msg::Reload(reply) => {
             let s = reload(state, engine).await;
             merge(step, s);
-            let _ = reply.send(());
+            Some(Reply::Reload(reply))
         }
         Msg::Ack { id, by, reply } => {
             let out = engine
@@ -434,7 +471,7 @@ async fn handle(state: &AppState, engine: &mut Engine, m: Msg, step: &mut Step) 
                     step.events.push(event.clone());
                     event
                 });
-            let _ = reply.send(out);
+            Some(Reply::Ack(reply, out))
         }
     }
 }

@@ -431,7 +431,7 @@ async fn run_engine(state: AppState, mut rx: mpsc::Receiver<Msg>) {
 /// An answer to an API call, sent once the step it caused is committed.
 enum Reply {
     Reload(oneshot::Sender<()>),
-    Ack(oneshot::Sender<Option<AlertEvent>>, Option<AlertEvent>),
+    Ack(oneshot::Sender<Option<AlertEvent>>, Option<Box<AlertEvent>>),
 }
 
 impl Reply {
@@ -441,7 +441,7 @@ impl Reply {
                 let _ = r.send(());
             }
             Reply::Ack(r, e) => {
-                let _ = r.send(e);
+                let _ = r.send(e.map(|e| *e));
             }
         }
     }
@@ -471,7 +471,7 @@ async fn handle(state: &AppState, engine: &mut Engine, m: Msg, step: &mut Step) 
                     step.events.push(event.clone());
                     event
                 });
-            Some(Reply::Ack(reply, out))
+            Some(Reply::Ack(reply, out.map(Box::new)))
         }
     }
 }

@@ -206,7 +206,9 @@ impl Engine {
         stale
     }
 
-    pub fn set_devices(&mut self, devices: impl IntoIterator<Item = (String, DeviceInfo)>) {
+    /// Replaces the known devices. Alerts of devices that are gone end (`resolved`, without a
+    /// notification) and their states are deleted.
+    pub fn set_devices(&mut self, devices: impl IntoIterator<Item = (String, DeviceInfo)>) -> Step {
         let mut next: HashMap<Arc<str>, DeviceInfo> = HashMap::new();
         for (id, mut info) in devices {
             if let Some(old) = self.devices.get(id.as_str()) {
@@ -215,16 +217,26 @@ impl Engine {
             next.insert(Arc::from(id), info);
         }
         self.devices = next;
-        // States of removed devices go quietly.
         let gone: Vec<Arc<str>> = self
             .states
             .keys()
             .filter(|d| !self.devices.contains_key(&***d))
             .cloned()
             .collect();
+        let mut step = Step::default();
         for d in gone {
-            self.states.remove(&d);
+            for (rule_id, slots) in self.states.remove(&d).unwrap_or_default() {
+                for s in slots {
+                    step.states.push((key(&rule_id, &d, &s.subject), None));
+                    if let Phase::Firing { mut event, .. } = s.phase {
+                        event.state = "resolved".into();
+                        event.ended_at = Some(self.started.max(event.fired_at));
+                        step.events.push(event);
+                    }
+                }
+            }
         }
+        step
     }
 
     /// Learns a device (or its new name) from its samples, before the next device reload.
@@ -981,6 +993,19 @@ mod tests {
             .collect();
         assert_eq!(subjects, ["/", "/var"]);
         assert_eq!(step.notices[0].1.device_name, "web-1");
+    }
+
+    #[test]
+    fn removing_a_device_ends_its_alerts_quietly() {
+        let mut e = engine(vec![rule("r", Metric::Cpu, 90.0, 0, 0, 0)]);
+        assert_eq!(feed(&mut e, 0, &[95.0]).len(), 1);
+        let step = e.set_devices(Vec::new());
+        assert!(step.notices.is_empty());
+        assert_eq!(step.events.len(), 1);
+        assert_eq!(step.events[0].state, "resolved");
+        assert_eq!(step.states.len(), 1);
+        assert_eq!(step.states[0].1, None);
+        assert_eq!(e.firing(), 0);
     }
 
     #[test]

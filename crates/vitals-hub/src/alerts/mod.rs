@@ -91,7 +91,7 @@ impl Alerts {
             .await;
     }
 
-    /// Reloads rules, channels, windows and devices from the store; returns once applied.
+    /// Reloads rules, channels and windows from the store; returns once applied.
     pub async fn reload(&self) {
         let (reply, rx) = oneshot::channel();
         if self.tx.send(Msg::Reload(reply)).await.is_ok() {
@@ -189,7 +189,7 @@ async fn load_channels(state: &AppState) -> Result<(), vitals_store::StoreError>
     Ok(())
 }
 
-async fn load_devices(state: &AppState, engine: &mut Engine) {
+async fn load_devices(state: &AppState, engine: &mut Engine) -> Step {
     match state.store.list_devices().await {
         Ok(list) => engine.set_devices(list.into_iter().map(|d| {
             (
@@ -200,16 +200,20 @@ async fn load_devices(state: &AppState, engine: &mut Engine) {
                 },
             )
         })),
-        Err(e) => tracing::warn!(error = %e, "alert engine could not list devices"),
+        Err(e) => {
+            tracing::warn!(error = %e, "alert engine could not list devices");
+            Step::default()
+        }
     }
 }
 
+/// Reloads rules, windows and channels (devices are followed through their samples and
+/// `DevicesChanged` events instead: listing a large fleet on every API call is costly).
 async fn reload(state: &AppState, engine: &mut Engine) -> Step {
     let _ = load_channels(state).await;
     if let Ok(w) = load_windows(state).await {
         engine.set_windows(w);
     }
-    load_devices(state, engine).await;
     match load_rules(state).await {
         Ok(rules) => engine.set_rules(rules, crate::now_ms()),
         Err(e) => {
@@ -352,7 +356,8 @@ async fn run_engine(state: AppState, mut rx: mpsc::Receiver<Msg>) {
     if let Err(e) = sync_builtin_rules(&state).await {
         tracing::warn!(error = %e, "could not create the default alert rules");
     }
-    let step = reload(&state, &mut engine).await;
+    let mut step = load_devices(&state, &mut engine).await;
+    merge(&mut step, reload(&state, &mut engine).await);
     persist(&state, step).await;
     match state.store.alert_states().await {
         Ok(rows) => {
@@ -378,11 +383,11 @@ async fn run_engine(state: AppState, mut rx: mpsc::Receiver<Msg>) {
                 let mut step = Step::default();
                 let mut reply = handle(&state, &mut engine, m, &mut step).await;
                 // Evaluate what arrives in the next PERSIST_WINDOW into the same step, so one
-                // commit carries the state changes of many batches (an API call is answered
-                // as soon as its own change is committed).
+                // commit carries the state changes of many batches; a step with something to
+                // notify, or an API call, is committed at once.
                 let deadline = tokio::time::Instant::now() + PERSIST_WINDOW;
                 let mut n = 1;
-                while reply.is_none() && n < 4096 {
+                while reply.is_none() && step.notices.is_empty() && n < 4096 {
                     match tokio::time::timeout_at(deadline, rx.recv()).await {
                         Ok(Some(m)) => {
                             reply = handle(&state, &mut engine, m, &mut step).await;
@@ -399,11 +404,12 @@ async fn run_engine(state: AppState, mut rx: mpsc::Receiver<Msg>) {
             _ = tick.tick() => {
                 // Device changes are applied at most once a second (a fleet being
                 // provisioned sends one event per device).
+                let mut step = Step::default();
                 if devices_dirty {
                     devices_dirty = false;
-                    load_devices(&state, &mut engine).await;
+                    step = load_devices(&state, &mut engine).await;
                 }
-                let step = engine.tick(crate::now_ms());
+                merge(&mut step, engine.tick(crate::now_ms()));
                 persist(&state, step).await;
             }
             ev = events.recv() => match ev {

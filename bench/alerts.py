@@ -7,9 +7,10 @@ One hub (release build, fresh data dir). In one run, back to back on the same hu
      device (so 10 evaluations per sample) and 10 probe devices whose CPU crosses
      `cpu > 95 for 5 s` every 20 s; it measures, for each firing, the time from sending the
      sample that completed the duration to the webhook request reaching its receiver.
-Hub CPU (utime+stime over the window, % of one core) for A and B; their difference divided by
-(samples/s x 10 rules) is the engine's cost per (sample, rule) inside the real hub, next to
-`cargo bench -p vitals-hub --bench alert_engine` (the engine alone).
+Hub CPU (utime+stime over the window, % of one core) for A and B, and, from the hub's own
+/metrics, the time its engine spent evaluating (`vitals_alert_engine_nanoseconds_total`) per
+(sample, rule) evaluation (`vitals_alert_evaluations_total`) during B, next to
+`cargo bench -p vitals-hub --bench alert_engine` (the engine alone, outside the hub).
 Usage: python3 bench/alerts.py --out bench/results/alerts.json
 Loopback only; every process is started here and stopped by PID.
 """
@@ -25,6 +26,16 @@ import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from ingest_hub import ROOT, loadgen, start_hub  # noqa: E402
+
+
+def engine_counters():
+    text = urllib.request.urlopen("http://127.0.0.1:7171/metrics").read().decode()
+    vals = {}
+    for line in text.splitlines():
+        for k in ("vitals_alert_engine_nanoseconds_total", "vitals_alert_evaluations_total"):
+            if line.startswith(k + " "):
+                vals[k] = float(line.split()[1])
+    return vals.get("vitals_alert_engine_nanoseconds_total", 0.0), vals.get("vitals_alert_evaluations_total", 0.0)
 
 
 def delete_rules(token):
@@ -57,7 +68,11 @@ def main():
                 bench = subprocess.Popen([ab, "--hub", "http://127.0.0.1:7171", "--token", tok,
                                           "--probes", "10", "--measure", str(a.measure + 15)],
                                          stdout=subprocess.PIPE, text=True)
+                ns0, ev0 = engine_counters()
+                t0 = time.monotonic()
                 with_rules = loadgen(lg, tok, hub.pid, 1000, 1, 10, a.measure, "lg")
+                ns1, ev1 = engine_counters()
+                t1 = time.monotonic()
                 out, _ = bench.communicate(timeout=a.measure + 120)
                 probe = json.loads(out.strip().splitlines()[-1])
                 print("alerts", json.dumps(with_rules), json.dumps(probe), flush=True)
@@ -69,8 +84,11 @@ def main():
                     "baseline": base,
                     "alerts": with_rules,
                     "probe": probe,
-                    "engine_cpu_pct_core": round(extra, 2),
-                    "ns_per_sample_rule_in_hub": round(extra / 100 * 1e9 / evals, 1),
+                    "hub_cpu_delta_pct_core": round(extra, 2),
+                    "hub_cpu_delta_ns_per_sample_rule": round(extra / 100 * 1e9 / evals, 1),
+                    "engine_evaluations": ev1 - ev0,
+                    "engine_ns_per_sample_rule": round((ns1 - ns0) / max(ev1 - ev0, 1), 1),
+                    "engine_cpu_pct_core_measured": round(100 * (ns1 - ns0) / 1e9 / (t1 - t0), 3),
                 })
         finally:
             hub.terminate()

@@ -17,6 +17,8 @@ pub const SPOOL_DROPPED: &str = "vitals_agent_spool_dropped_samples_total";
 pub const LIVE_PUSHES: &str = "vitals_live_pushes_total";
 pub const LIVE_DISCONNECTS: &str = "vitals_live_disconnects_total";
 pub const ALERTS_FIRED: &str = "vitals_alerts_fired_total";
+pub const ALERT_ENGINE_NANOS: &str = "vitals_alert_engine_nanoseconds_total";
+pub const ALERT_EVALUATIONS: &str = "vitals_alert_evaluations_total";
 pub const NOTIFICATIONS: &str = "vitals_notifications_total";
 pub const NOTIFY_SECONDS: &str = "vitals_notification_seconds";
 
@@ -75,6 +77,14 @@ fn describe() {
         "Viewer connections closed by the hub, by reason (slow, revoked, auth_timeout, too_big)"
     );
     describe_counter!(ALERTS_FIRED, "Alerts that started firing (notified)");
+    describe_counter!(
+        ALERT_ENGINE_NANOS,
+        "Time the alert engine spent evaluating samples, in nanoseconds"
+    );
+    describe_counter!(
+        ALERT_EVALUATIONS,
+        "(sample, rule) evaluations made by the alert engine"
+    );
     describe_counter!(
         NOTIFICATIONS,
         "Notification delivery attempts, by outcome (sent, retry, failed)"

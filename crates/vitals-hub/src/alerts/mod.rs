@@ -460,8 +460,18 @@ async fn handle(state: &AppState, engine: &mut Engine, m: Msg, step: &mut Step) 
             device_name,
             samples,
         } => {
+            let started = std::time::Instant::now();
             engine.note_device(&device_id, &device_name);
             engine.observe(&device_id, &samples, crate::now_ms(), step);
+            let spent = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            let rules = engine
+                .rules()
+                .iter()
+                .filter(|r| r.metric != rule::Metric::Offline && r.applies_to(&device_id))
+                .count();
+            metrics::counter!(crate::telemetry::ALERT_ENGINE_NANOS).increment(spent);
+            metrics::counter!(crate::telemetry::ALERT_EVALUATIONS)
+                .increment((samples.len() * rules) as u64);
             None
         }
         Msg::Reload(reply) => {

@@ -118,6 +118,14 @@ async fn deliveries(admin: &ApiClient, n: usize) -> Vec<Value> {
         .unwrap_or_default()
 }
 
+/// A hub with its admin, whose notifications may go to loopback (the receivers here).
+async fn hub_allowing_private_targets() -> (TestHub, ApiClient) {
+    let hub = TestHub::start().await;
+    let admin = hub.setup_admin().await;
+    allow_private(&admin).await;
+    (hub, admin)
+}
+
 async fn allow_private(admin: &ApiClient) {
     let (s, b) = admin
         .post("/api/settings", json!({"alerts.allowPrivateTargets": true}))
@@ -167,9 +175,7 @@ async fn send_cpu(
 
 #[tokio::test]
 async fn lifecycle_payloads_escaping_and_bucket() {
-    let hub = TestHub::start().await;
-    let admin = hub.setup_admin().await;
-    allow_private(&admin).await;
+    let (hub, admin) = hub_allowing_private_targets().await;
     let (recv_url, mut rx) = receiver(vec![]).await;
     let hook = channel(
         &admin,
@@ -386,9 +392,7 @@ async fn lifecycle_payloads_escaping_and_bucket() {
 
 #[tokio::test]
 async fn failed_deliveries_are_retried_with_backoff_and_logged() {
-    let hub = TestHub::start().await;
-    let admin = hub.setup_admin().await;
-    allow_private(&admin).await;
+    let (hub, admin) = hub_allowing_private_targets().await;
     let (recv_url, mut rx) = receiver(vec![500, 503]).await;
     let hook = channel(
         &admin,
@@ -502,9 +506,7 @@ async fn smtp_server() -> (u16, mpsc::UnboundedReceiver<(String, String)>) {
 
 #[tokio::test]
 async fn email_over_smtp_and_ntfy() {
-    let hub = TestHub::start().await;
-    let admin = hub.setup_admin().await;
-    allow_private(&admin).await;
+    let (hub, admin) = hub_allowing_private_targets().await;
     let (port, mut mails) = smtp_server().await;
     let mail = channel(
         &admin,

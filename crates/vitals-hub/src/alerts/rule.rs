@@ -374,6 +374,15 @@ fn yes() -> bool {
 }
 
 pub const MAX_RULES: usize = 1000;
+
+/// A rule's, channel's or window's name, trimmed; a problem is added to `errors`.
+pub fn checked_name(name: &str, errors: &mut Vec<String>) -> String {
+    let name = name.trim().to_string();
+    if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
+        errors.push("`name` must be 1 to 100 characters without control characters".into());
+    }
+    name
+}
 pub const MAX_WINDOW_SEC: u32 = 7 * 86_400;
 
 /// Parses a JSON body as a [`RuleInput`], with serde's message made readable.
@@ -398,10 +407,7 @@ impl RuleInput {
         builtin: Option<String>,
     ) -> Result<Rule, Vec<String>> {
         let mut errors = Vec::new();
-        let name = self.name.trim().to_string();
-        if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
-            errors.push("`name` must be 1 to 100 characters without control characters".into());
-        }
+        let name = checked_name(&self.name, &mut errors);
         if self.device_ids.len() > 1000 {
             errors.push("`deviceIds` holds at most 1000 devices".into());
         }
@@ -534,10 +540,7 @@ pub struct WindowInput {
 impl WindowInput {
     pub fn into_window(self, id: String, now: i64) -> Result<MaintenanceWindow, Vec<String>> {
         let mut errors = Vec::new();
-        let name = self.name.trim().to_string();
-        if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
-            errors.push("`name` must be 1 to 100 characters without control characters".into());
-        }
+        let name = checked_name(&self.name, &mut errors);
         if self.device_ids.len() > 1000 || self.rule_ids.len() > 1000 {
             errors.push("`deviceIds` and `ruleIds` hold at most 1000 ids each".into());
         }

@@ -162,10 +162,7 @@ pub async fn create_channel(
     ApiJson(body): ApiJson<ChannelBody>,
 ) -> ApiResult<impl IntoResponse> {
     let mut errors = Vec::new();
-    let name = body.name.trim().to_string();
-    if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
-        errors.push("`name` must be 1 to 100 characters without control characters".to_string());
-    }
+    let name = rule::checked_name(&body.name, &mut errors);
     let config = match ChannelConfig::parse(&body.kind, body.config) {
         Ok(c) => Some(c),
         Err(e) => {

@@ -901,3 +901,85 @@ async fn api_validation_and_roles() {
     assert_eq!(s, 404);
     hub.stop().await;
 }
+
+#[tokio::test]
+async fn kill_9_between_a_failed_attempt_and_its_retry_loses_nothing_and_repeats_nothing() {
+    use vitals_testkit::process::HubProcess;
+    const BIN: &str = env!("CARGO_BIN_EXE_vitals-hub");
+    let dir = tempfile::tempdir().expect("dir");
+    // The receiver refuses the first request (503): the retry is due one second later.
+    let (recv_url, mut rx) = receiver(vec![503]).await;
+    let mut hub = HubProcess::spawn(std::path::Path::new(BIN), dir.path(), "127.0.0.1:0", &[]);
+    let setup = hub
+        .setup_url
+        .as_deref()
+        .and_then(|u| u.split("token=").nth(1))
+        .expect("setup link")
+        .to_string();
+    let admin = ApiClient::setup(&hub.url, &setup, "admin", vitals_testkit::PASSWORD)
+        .await
+        .expect("setup");
+    let api_token = admin.create_token("k9", "admin").await;
+    allow_private(&admin).await;
+    let hook = channel(
+        &admin,
+        "hook",
+        "webhook",
+        json!({"url": format!("{recv_url}/hook")}),
+    )
+    .await;
+    let anon = ApiClient::anonymous(&hub.url);
+    let code = anon.request_code("host-k9").await;
+    admin.approve(&code, "k9").await;
+    let (_, b) = anon.poll_token(&code).await;
+    let (device_id, token) = (
+        b["deviceId"].as_str().expect("id").to_string(),
+        b["token"].as_str().expect("token").to_string(),
+    );
+    create_rule(
+        &admin,
+        json!({"name": "cpu", "deviceIds": [device_id], "metric": "cpu", "threshold": 90,
+        "durationSec": 5, "recoverySec": 0, "channelIds": [hook]}),
+    )
+    .await;
+    let ws = hub.url.replacen("http", "ws", 1);
+    let mut agent = FakeAgent::connect(&ws, &token, "host-k9")
+        .await
+        .expect("agent");
+    let base = now_ms() - 60_000;
+    let mut seq = 0;
+    send_cpu(&mut agent, "host-k9", base, 0, &[95.0; 8], &mut seq).await;
+    let first = collect(&mut rx, 1, Duration::from_secs(5)).await;
+    assert_eq!(
+        first.len(),
+        1,
+        "the first attempt arrived (and was refused)"
+    );
+    hub.kill9();
+    drop(agent);
+
+    // Restarted: the queued retry is delivered, once; the alert does not fire again.
+    let hub = HubProcess::spawn(std::path::Path::new(BIN), dir.path(), "127.0.0.1:0", &[]);
+    let ws = hub.url.replacen("http", "ws", 1);
+    let got = collect(&mut rx, 1, Duration::from_secs(10)).await;
+    assert_eq!(got.len(), 1, "the retry survived kill -9");
+    assert_eq!(got[0].json()["deliveryId"], first[0].json()["deliveryId"]);
+    assert_eq!(got[0].json()["kind"], "firing");
+    let mut agent = FakeAgent::connect(&ws, &token, "host-k9")
+        .await
+        .expect("agent");
+    send_cpu(&mut agent, "host-k9", base, 8, &[95.0; 4], &mut seq).await;
+    assert!(
+        collect(&mut rx, 1, Duration::from_millis(1500))
+            .await
+            .is_empty(),
+        "no second firing notification"
+    );
+    send_cpu(&mut agent, "host-k9", base, 12, &[50.0], &mut seq).await;
+    let got = collect(&mut rx, 2, Duration::from_secs(5)).await;
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].json()["kind"], "resolved");
+    let admin = ApiClient::with_bearer(&hub.url, &api_token);
+    let log = deliveries(&admin, 3).await;
+    assert_eq!(log.iter().filter(|d| d["ok"] == true).count(), 2, "{log:?}");
+}

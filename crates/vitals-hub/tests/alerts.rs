@@ -839,6 +839,25 @@ async fn api_validation_and_roles() {
         json!({"url": "https://hooks.slack.com/services/T/B/secret"}),
     )
     .await;
+    let (s, _) = admin
+        .post(
+            "/api/settings",
+            json!({"alerts.slackWebhookUrl": "https://hooks.slack.com/services/T/B/topsecret"}),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let (_, settings) = viewer.get("/api/settings").await;
+    assert_eq!(
+        settings["alerts.slackWebhookUrl"],
+        "https://hooks.slack.com/…"
+    );
+    let (_, settings) = admin.get("/api/settings").await;
+    assert!(
+        settings["alerts.slackWebhookUrl"]
+            .as_str()
+            .expect("url")
+            .ends_with("topsecret")
+    );
     let (_, list) = viewer.get("/api/notification-channels").await;
     assert!(
         !list.to_string().contains("secret"),

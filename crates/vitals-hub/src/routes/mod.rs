@@ -150,8 +150,19 @@ async fn prometheus(State(state): State<AppState>) -> Response {
     }
 }
 
-async fn get_settings(State(state): State<AppState>, _v: Viewer) -> impl IntoResponse {
-    ApiJson(state.settings().as_json())
+/// `GET /api/settings`. The Slack webhook URL is a secret: viewers see only its origin.
+async fn get_settings(State(state): State<AppState>, v: Viewer) -> impl IntoResponse {
+    let mut all = state.settings().as_json();
+    if !v.0.is_admin()
+        && let Some(url) = all.get_mut("alerts.slackWebhookUrl")
+        && let Some(u) = url.as_str().filter(|u| !u.is_empty())
+    {
+        let shown = reqwest::Url::parse(u)
+            .map(|p| format!("{}/…", p.origin().ascii_serialization()))
+            .unwrap_or_else(|_| "…".into());
+        *url = serde_json::Value::String(shown);
+    }
+    ApiJson(all)
 }
 
 /// `POST /api/settings {key: value, ...}`: a partial update, all or nothing.

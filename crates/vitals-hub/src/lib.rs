@@ -308,6 +308,16 @@ pub async fn retention(state: &AppState) {
     if total > 0 {
         tracing::info!(deleted = total, "retention removed old samples");
     }
+    // Resolved alerts, settled notifications and the delivery log follow the 1-minute tier.
+    match state
+        .store
+        .alert_purge_before(now_ms() - state.settings().minute_retention_ms())
+        .await
+    {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(deleted = n, "retention removed old alert history"),
+        Err(e) => tracing::warn!(error = %e, "alert history retention failed; will retry"),
+    }
     let app = state.live.app.retention(cutoff).await;
     if app > 0 {
         tracing::info!(deleted = app, "retention removed old app-store records");

@@ -164,6 +164,10 @@ impl Settings {
     pub fn raw_retention_ms(&self) -> i64 {
         self.int("retention.rawDays") * 86_400_000
     }
+    /// Also how long alert history and the delivery log are kept.
+    pub fn minute_retention_ms(&self) -> i64 {
+        self.int("retention.minuteDays") * 86_400_000
+    }
     pub fn stale_after_ms(&self) -> i64 {
         self.int("devices.staleAfterSec") * 1000
     }

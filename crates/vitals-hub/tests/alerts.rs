@@ -381,6 +381,15 @@ async fn lifecycle_payloads_escaping_and_bucket() {
     assert_eq!(e["notifications"], 3);
     let (s, _) = admin.get(&format!("/api/store/alerts/{alert_id}")).await;
     assert_eq!(s, 404);
+    // The retention pass keeps history younger than retention.minuteDays.
+    vitals_hub::retention(hub.hub.state()).await;
+    let (_, all) = admin.get("/api/alerts?state=all").await;
+    assert!(
+        all.as_array()
+            .expect("list")
+            .iter()
+            .any(|e| e["id"] == alert_id.as_str())
+    );
     let log = deliveries(&admin, 6).await;
     assert_eq!(log.iter().filter(|d| d["ok"] == true).count(), 6, "{log:?}");
     assert!(

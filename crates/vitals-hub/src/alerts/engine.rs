@@ -295,8 +295,7 @@ impl Engine {
     }
 
     fn suppressed(&self, rule: &Rule, device: &str, now: i64) -> bool {
-        rule.quiet_hours.as_ref().is_some_and(|q| q.contains(now))
-            || self.windows.iter().any(|w| w.covers(&rule.id, device, now))
+        is_suppressed(&self.windows, rule, device, now)
     }
 
     /// Evaluates a device's new samples (oldest first). `now` is the hub's clock, used for
@@ -403,6 +402,15 @@ impl Engine {
                 }
                 let Some(seen) = info.last_seen else { continue };
                 let silent = now - seen;
+                // Nothing to do for a device that reports and has no offline state: no
+                // allocation per device per second.
+                let known = self
+                    .states
+                    .get(&**device_id)
+                    .is_some_and(|m| m.contains_key(rule.id.as_str()));
+                if !known && silent < after {
+                    continue;
+                }
                 let slots = self
                     .states
                     .entry(Arc::clone(device_id))
@@ -411,11 +419,7 @@ impl Engine {
                     .or_default();
                 match slots.first_mut() {
                     None if silent >= after => {
-                        let suppressed = rule.quiet_hours.as_ref().is_some_and(|q| q.contains(now))
-                            || self
-                                .windows
-                                .iter()
-                                .any(|w| w.covers(&rule.id, device_id, now));
+                        let suppressed = is_suppressed(&self.windows, rule, device_id, now);
                         let mut event = new_event(
                             (self.new_id)(),
                             rule,
@@ -490,11 +494,7 @@ impl Engine {
                     } = &mut s.phase
                         && !*notified
                         && event.acked_at.is_none()
-                        && !(rule.quiet_hours.as_ref().is_some_and(|q| q.contains(now))
-                            || self
-                                .windows
-                                .iter()
-                                .any(|w| w.covers(&rule.id, device_id, now)))
+                        && !is_suppressed(&self.windows, rule, device_id, now)
                     {
                         *notified = true;
                         *last_notified = now;
@@ -549,6 +549,12 @@ impl Engine {
             .filter(|s| matches!(s.phase, Phase::Firing { .. }))
             .count()
     }
+}
+
+/// Quiet hours of the rule, or a maintenance window covering (rule, device), at `now`.
+fn is_suppressed(windows: &[MaintenanceWindow], rule: &Rule, device: &str, now: i64) -> bool {
+    rule.quiet_hours.as_ref().is_some_and(|q| q.contains(now))
+        || windows.iter().any(|w| w.covers(&rule.id, device, now))
 }
 
 impl Rule {

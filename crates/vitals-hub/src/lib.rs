@@ -20,6 +20,7 @@ pub mod selfmon;
 pub mod settings;
 pub mod state;
 pub mod telemetry;
+pub mod web;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -1,11 +1,12 @@
-//! Minimal server-rendered pages that work before the web dashboard is built: the first-run
+//! Minimal server-rendered pages for when the web dashboard is not built ([`crate::web`]
+//! serves the dashboard at these paths once it is): the first-run
 //! setup form (`/setup?token=`), the pairing approval form (`/pair?code=`), and a home page
 //! saying how to build the dashboard. They call the same JSON API as everything else and
 //! never put user data into HTML (the scripts use `textContent`).
 
 use axum::Router;
 use axum::http::header;
-use axum::response::{Html, IntoResponse};
+use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 
 use crate::state::AppState;
@@ -22,16 +23,20 @@ input,button{font:inherit;padding:.5rem;margin:.25rem 0;width:100%;box-sizing:bo
 input{background:#1a2029;color:#e6e6e6}button{background:#3b82f6;color:#fff;border:0;cursor:pointer}\
 .err{color:#ff8080}.ok{color:#7ee787}code{background:#1a2029;padding:.1rem .3rem;border-radius:4px}dt{color:#9aa5b1}";
 
-fn page(title: &str, body: &str) -> impl IntoResponse {
+fn page(title: &str, body: &str) -> Response {
     (
         [(header::CACHE_CONTROL, "no-cache")],
         Html(format!(
             "<!doctype html><html lang=en><head><meta charset=utf-8><meta name=viewport content=\"width=device-width,initial-scale=1\"><title>{title}</title><style>{STYLE}</style></head><body>{body}</body></html>"
         )),
     )
+        .into_response()
 }
 
-async fn home() -> impl IntoResponse {
+async fn home() -> Response {
+    if let Some(app) = crate::web::index() {
+        return app;
+    }
     page(
         "Vitals",
         "<h1>Vitals hub</h1><p>The hub is running. The web dashboard is not built into this binary: \
@@ -41,7 +46,10 @@ async fn home() -> impl IntoResponse {
     )
 }
 
-async fn setup() -> impl IntoResponse {
+async fn setup() -> Response {
+    if let Some(app) = crate::web::index() {
+        return app;
+    }
     page(
         "Vitals setup",
         r#"<h1>Create the first admin</h1>
@@ -59,7 +67,10 @@ m.textContent=r.ok?'Admin created and signed in.':(j.message||('error '+r.status
     )
 }
 
-async fn pair() -> impl IntoResponse {
+async fn pair() -> Response {
+    if let Some(app) = crate::web::index() {
+        return app;
+    }
     page(
         "Vitals: approve a device",
         r#"<h1>Approve a device</h1><dl id=who></dl>

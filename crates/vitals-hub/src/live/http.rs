@@ -1,5 +1,6 @@
 //! The app store over HTTP, for scripts and pages that do not hold a socket:
-//! `GET /api/store/{bucket}` (records in insertion order; `?name=` filters `metrics` by name and
+//! `GET /api/overview` (the `fleet-overview` view: every device with its latest key values and
+//! 60-point sparklines, from memory, in one request), `GET /api/store/{bucket}` (records in insertion order; `?name=` filters `metrics` by name and
 //! `alerts` by metric; `?last=N` keeps the last N) and `GET /api/store/{bucket}/{id}`.
 
 use axum::extract::{Path, Query, State};
@@ -59,4 +60,14 @@ pub async fn get(
         Some(j) => Ok(json(j.to_string())),
         None => Err(ApiError::not_found("record")),
     }
+}
+
+/// `GET /api/overview`.
+pub async fn overview(State(state): State<AppState>, _v: Viewer) -> Response {
+    let ctx = super::registry::Ctx::of(&state);
+    json(state.live.registry.snapshot(
+        &super::registry::QueryKey::FleetOverview,
+        &state.live.app,
+        ctx,
+    ))
 }

@@ -219,6 +219,7 @@ fn check_per_user(conns: &HashMap<u64, ViewerInfo>, user: &str, max: usize) -> R
 /// The routes under `/api`.
 pub fn api_router() -> Router<AppState> {
     Router::new()
+        .route("/overview", get(http::overview))
         .route("/store/ws", get(store_ws::handler))
         .route("/store/{bucket}", get(http::list))
         .route("/store/{bucket}/{id}", get(http::get))

@@ -177,8 +177,10 @@ struct DeviceEntry {
     spark: VecDeque<SparkPoint>,
 }
 
-/// `(ts, cpu, mem.pct)`.
-type SparkPoint = (i64, Option<f64>, Option<f64>);
+/// `(ts, [cpu, mem.pct, disk.pct, net.rx_bps + net.tx_bps])`.
+type SparkPoint = (i64, [Option<f64>; 4]);
+/// The series of a sparkline point, in [`SparkPoint`] order, as named in `fleet-overview`.
+const SPARK_SERIES: [&str; 4] = ["cpu", "mem.pct", "disk.pct", "net.bps"];
 
 /// Who subscribes: a connection, its subscription number and its outbox.
 pub struct Subscriber<'a> {
@@ -194,18 +196,20 @@ impl DeviceEntry {
         }
         self.latest = Some((s.ts, Arc::clone(json)));
         self.key_values.clear();
-        let (mut cpu, mut mem) = (None, None);
+        let mut point = [None; 4];
         vitals_proto::series::for_each_series(s, |n, v| {
             if let Some(k) = KEY_SERIES.iter().find(|k| **k == n) {
                 self.key_values.push((k, v));
             }
             match n {
-                "cpu" => cpu = Some(v),
-                "mem.pct" => mem = Some(v),
+                "cpu" => point[0] = Some(v),
+                "mem.pct" => point[1] = Some(v),
+                "disk.pct" => point[2] = Some(v),
                 _ => {}
             }
         });
-        self.spark.push_back((s.ts, cpu, mem));
+        point[3] = Some(s.net.rx_bps + s.net.tx_bps);
+        self.spark.push_back((s.ts, point));
         while self.spark.len() > SPARK_POINTS {
             self.spark.pop_front();
         }
@@ -434,10 +438,10 @@ fn evaluate(
                     }
                 };
                 join(&mut out, &|p| p.0.to_string());
-                out.push_str(r#"],"cpu":["#);
-                join(&mut out, &|p| p.1.map_or("null".into(), num));
-                out.push_str(r#"],"mem.pct":["#);
-                join(&mut out, &|p| p.2.map_or("null".into(), num));
+                for (k, name) in SPARK_SERIES.iter().enumerate() {
+                    let _ = write!(out, r#"],"{name}":["#);
+                    join(&mut out, &|p| p.1[k].map_or("null".into(), num));
+                }
                 out.push_str("]}}");
             }
             out.push(']');
@@ -553,6 +557,12 @@ impl Registry {
     /// Whether the device is known.
     pub fn has_device(&self, id: &str) -> bool {
         self.lock().devices.contains_key(id)
+    }
+
+    /// Evaluates a view once, without subscribing (the HTTP `GET /api/overview`).
+    pub fn snapshot(&self, key: &QueryKey, app: &AppStore, ctx: Ctx) -> String {
+        let inner = self.lock();
+        evaluate(&inner, key, &VecDeque::new(), app, ctx)
     }
 
     /// Subscribes `(conn, sub)` to `key`. `reply` is called under the lock with the initial

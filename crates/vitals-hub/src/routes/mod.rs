@@ -1,7 +1,7 @@
 //! The HTTP surface: every route of the API reference in the README, wired to its handler.
 //! Every `/api/*` route needs a signed-in user or API token except pairing-code creation and
 //! polling; `/healthz`, `/metrics` and the pages are open; `/agent` and `/api/report` take a
-//! device token.
+//! device token. Any other path is the web dashboard ([`crate::web`]).
 
 pub mod accounts;
 pub mod agent_dist;
@@ -104,6 +104,10 @@ pub fn router(state: AppState) -> Router {
         .route("/downloads/{file}", get(agent_dist::download))
         .route("/metrics", get(prometheus))
         .merge(crate::pages::router())
+        .fallback(
+            axum::routing::any(crate::web::fallback)
+                .layer(tower_http::compression::CompressionLayer::new()),
+        )
         .layer(DefaultBodyLimit::max(
             vitals_proto::limits::MAX_MESSAGE_BYTES,
         ))

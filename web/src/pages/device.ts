@@ -27,7 +27,7 @@ interface Ctx {
 
 interface DeviceState {
   systemInfo: Record<string, unknown> | null;
-  processes: { topProcesses: Proc[]; topByMemory?: Proc[] } | null;
+  processes: { top_processes: Proc[]; top_by_memory?: Proc[] } | null;
   networkInterfaces: { interfaces: { name: string; mac: string; addresses: string[]; up: boolean; speedMbps?: number | null }[] } | null;
   updatedAt: number | string | null;
 }
@@ -450,8 +450,8 @@ function processesTab(root: HTMLElement, ctx: Ctx): () => void {
   const stop = stateLoader(root, ctx, (s) => {
     const rows = (list: Proc[]) => list.map((p) => [String(p.pid), p.name, p.user, pct(p.cpu), bytes(p.rss)]);
     const head = ['PID', 'Name', 'User', 'CPU', 'Memory (RSS)'];
-    byCpu.replaceChildren(table(head, rows(s.processes?.topProcesses ?? [])));
-    byMem.replaceChildren(table(head, rows(s.processes?.topByMemory ?? [])));
+    byCpu.replaceChildren(table(head, rows(s.processes?.top_processes ?? [])));
+    byMem.replaceChildren(table(head, rows(s.processes?.top_by_memory ?? [])));
   });
   root.append(h('h2', {}, 'Top processes by CPU'), byCpu, h('h2', {}, 'Top processes by memory'), byMem);
   return stop;

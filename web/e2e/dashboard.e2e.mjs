@@ -75,6 +75,20 @@ try {
     if (m.type() === 'error' && !/status of 40[134]/.test(m.text())) errors.push(`admin console: ${m.text()}`);
   });
 
+  await check('the hub serves the app: index never cached, hashed assets cached a year and gzipped', async () => {
+    const index = await fetch(`${base}/some/client/route`);
+    assert(index.status === 200 && index.headers.get('cache-control') === 'no-cache', `index: ${index.status} ${index.headers.get('cache-control')}`);
+    const html = await index.text();
+    const assets = [...html.matchAll(/(?:src|href)="(\/assets\/[^"]+)"/g)].map((m) => m[1]);
+    assert(assets.length >= 2, `index links its hashed JS and CSS: ${assets}`);
+    for (const a of assets) {
+      const r = await fetch(`${base}${a}`, { headers: { 'accept-encoding': 'gzip' } });
+      assert(r.status === 200, `${a}: ${r.status}`);
+      assert(r.headers.get('cache-control') === 'public, max-age=31536000, immutable', `${a} cache: ${r.headers.get('cache-control')}`);
+      assert(r.headers.get('content-encoding') === 'gzip', `${a} encoding: ${r.headers.get('content-encoding')}`);
+    }
+  });
+
   await check('sign-in page and first-run setup', async () => {
     await page.goto(`${base}/`);
     await page.waitForSelector('form input[name=password]');

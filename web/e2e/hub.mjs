@@ -39,7 +39,8 @@ export function startHub(bin, { port, dataDir, args = [] }) {
     const child = spawn(bin, ['--listen', `127.0.0.1:${port}`, '--data-dir', dataDir, ...args], {
       cwd: repo,
       stdio: ['ignore', 'pipe', 'pipe'],
-      env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'warn' },
+      // The hub refuses unknown VITALS_* variables (typos are errors): pass none of ours.
+      env: { ...Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('VITALS_'))), RUST_LOG: process.env.RUST_LOG ?? 'warn' },
     });
     let out = '';
     let errOut = '';

@@ -137,7 +137,7 @@ try {
     if (!up) throw new Error('netdata did not answer on 127.0.0.1:19999 within 60 s');
     const nd = await ctx.newPage();
     const seen = transferCounter(nd);
-    await nd.goto('http://127.0.0.1:19999/', { waitUntil: 'load' });
+    await nd.goto('http://127.0.0.1:19999/', { waitUntil: 'domcontentloaded' });
     await sleep(8000);
     const bytes = [...seen.values()].reduce((a, x) => a + x.bytes, 0);
     console.log(`netdata dashboard: JS+CSS ${bytes} bytes`);

@@ -277,6 +277,11 @@ try {
     await page.waitForSelector('.app-metric[data-name=queue_depth] .big:has-text("17")');
     const meta = await page.textContent('.app-metric[data-name=queue_depth]');
     assert(meta.includes('2 values'), `count per name: ${meta}`);
+    await page.fill('input[name=alert-metric]', 'queue_depth');
+    await page.fill('input[name=alert-threshold]', '15');
+    await page.selectOption('select[name=alert-severity]', 'high');
+    await page.click('button:has-text("Insert alert")');
+    await page.waitForSelector('[data-bucket=alerts] td:has-text("queue_depth")');
     await snap(page, 'apps');
   });
 

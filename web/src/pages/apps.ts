@@ -1,9 +1,10 @@
-// App metrics (seed 001): the `metrics` bucket of the reactive store, live. For everyone: the
-// latest value, count and a chart per metric name; for admins: insert and clear.
+// App metrics (seed 001): the reactive store's buckets, live. `metrics`: the latest value,
+// count and a chart per metric name; `alerts`: the records with their severity. For everyone
+// to read; admins insert into and clear either bucket.
 
 import type { App } from '../app';
 import { TimeChart } from '../charts';
-import { h, notice, setText } from '../dom';
+import { h, notice, setText, table } from '../dom';
 import { count, dateTime } from '../format';
 import { StoreSocket } from '../live';
 import { appSeries, type AppMetric } from '../shape';
@@ -51,6 +52,45 @@ export function appsPage(root: HTMLElement, app: App): () => void {
     root.append(h('div', { class: 'card' }, form, clearBtn, msg));
   }
   root.append(grid);
+
+  // The `alerts` bucket (seed 001): applications' own alert records, and the hub's firing alerts.
+  const alertCount = h('span', { class: 'muted' });
+  const alertList = h('div', { class: 'table-wrap' });
+  const alertSection = h('section', { class: 'card', 'data-bucket': 'alerts' }, h('div', { class: 'card-head' }, h('h2', {}, 'Alerts bucket'), alertCount), alertList);
+  if (app.isAdmin()) {
+    const metric = h('input', { name: 'alert-metric', required: true, maxlength: 200, placeholder: 'metric', 'aria-label': 'Alert metric' });
+    const threshold = h('input', { name: 'alert-threshold', required: true, type: 'number', step: 'any', placeholder: 'threshold', 'aria-label': 'Alert threshold' });
+    const severity = h('select', { name: 'alert-severity', 'aria-label': 'Alert severity' }, ...['low', 'medium', 'high'].map((v) => h('option', { value: v }, v)));
+    const form = h('form', { class: 'inline admin-only' }, metric, threshold, severity, h('button', { type: 'submit' }, 'Insert alert'));
+    form.addEventListener('submit', async (e) => {
+      e.preventDefault();
+      try {
+        await store.request('store.insert', { bucket: 'alerts', data: { metric: metric.value.trim(), threshold: Number(threshold.value), severity: severity.value, timestamp: Date.now() } });
+        msg.show('ok', `Inserted alert ${metric.value.trim()}`);
+      } catch (err) {
+        msg.show('err', (err as Error).message);
+      }
+    });
+    const clearAlerts = h('button', { type: 'button', class: 'danger admin-only' }, 'Clear alerts');
+    clearAlerts.addEventListener('click', async () => {
+      if (!confirm('Delete every record of the alerts bucket?')) return;
+      await store.request('store.clear', { bucket: 'alerts' }).then(() => msg.show('ok', 'Alerts bucket cleared.'), (err) => msg.show('err', (err as Error).message));
+    });
+    alertSection.append(form, clearAlerts);
+  }
+  root.append(alertSection);
+  store.subscribe('active-alerts', {}, (d) => {
+    const list = ((d as { id: string; metric: string; threshold: number; severity: string; timestamp: number }[]) ?? []).slice().reverse();
+    setText(alertCount, `${list.length} record${list.length === 1 ? '' : 's'}`);
+    alertList.replaceChildren(
+      list.length
+        ? table(
+            ['Metric', 'Threshold', 'Severity', 'Time'],
+            list.map((a) => [a.metric, String(a.threshold), h('span', { class: `sev sev-${a.severity === 'high' ? 'critical' : a.severity === 'medium' ? 'warning' : 'info'}` }, a.severity), dateTime(a.timestamp)]),
+          )
+        : h('p', { class: 'muted' }, 'No alert records.'),
+    );
+  });
 
   function render(records: AppMetric[]): void {
     const series = appSeries(records);

@@ -60,18 +60,18 @@ async function busy(page, seconds) {
   };
 }
 
-/** Bytes on the wire for scripts and stylesheets of one page load (headers excluded). */
-function transferCounter(page) {
+/** Bytes on the wire (encoded, with headers, as DevTools' "transferred") for scripts and stylesheets. */
+async function transferCounter(page) {
+  const cdp = await page.context().newCDPSession(page);
+  await cdp.send('Network.enable');
+  const types = new Map();
   const seen = new Map();
-  page.on('response', async (res) => {
-    const t = res.request().resourceType();
-    if (t !== 'script' && t !== 'stylesheet') return;
-    try {
-      const sizes = await res.request().sizes();
-      seen.set(res.url(), { type: t, bytes: sizes.responseBodySize, encoding: res.headers()['content-encoding'] ?? 'identity' });
-    } catch {
-      /* navigation raced */
-    }
+  cdp.on('Network.responseReceived', (e) => {
+    if (e.type === 'Script' || e.type === 'Stylesheet') types.set(e.requestId, { url: e.response.url, encoding: e.response.headers['content-encoding'] ?? e.response.headers['Content-Encoding'] ?? 'identity' });
+  });
+  cdp.on('Network.loadingFinished', (e) => {
+    const t = types.get(e.requestId);
+    if (t) seen.set(t.url, { bytes: e.encodedDataLength, encoding: t.encoding });
   });
   return seen;
 }
@@ -97,14 +97,29 @@ try {
   await page.waitForSelector('.card.device');
   await sleep(3000); // the demo fills every device's first samples
 
+  // Each run is a cold load: a fresh browser context (empty cache) signed in with the cookies.
+  const state = await ctx.storageState();
   const firsts = [];
   const transfers = [];
   for (let i = 0; i < RUNS; i++) {
-    const p = await ctx.newPage();
-    const seen = transferCounter(p);
+    const cold = await browser.newContext({ viewport: { width: 1280, height: 800 }, storageState: state });
+    const p = await cold.newPage();
+    const seen = await transferCounter(p);
     await p.goto(`${hub.url}/`, { waitUntil: 'load' });
     await p.waitForFunction(() => performance.getEntriesByName('vitals:first-live-update').length > 0, null, { timeout: 10_000 });
     const first = await p.evaluate(() => performance.getEntriesByName('vitals:first-live-update')[0].startTime);
+    const steps = await p.evaluate(() => {
+      const r = Object.fromEntries(
+        performance
+          .getEntriesByType('resource')
+          .filter((e) => /\/api\/(auth\/me|settings|overview)|\.js$|\.css$/.test(e.name))
+          .map((e) => [new URL(e.name).pathname.replace(/-[\w-]+\.(js|css)$/, '.$1'), Math.round(e.responseEnd)]),
+      );
+      const nav = performance.getEntriesByType('navigation')[0];
+      const marks = Object.fromEntries(performance.getEntriesByType('mark').map((m) => [m.name.replace('vitals:', ''), Math.round(m.startTime)]));
+      return { html: Math.round(nav.responseEnd), domContentLoaded: Math.round(nav.domContentLoadedEventEnd), ...r, ...marks };
+    });
+    console.log(`     ${JSON.stringify(steps)}`);
     const cards = await p.$$eval('.card.device', (els) => els.length);
     if (cards !== DEVICES) throw new Error(`expected ${DEVICES} cards, saw ${cards}`);
     await sleep(300);
@@ -112,7 +127,7 @@ try {
     firsts.push(first);
     transfers.push(bytes);
     console.log(`run ${i + 1}: first live update ${first.toFixed(0)} ms after navigation; JS+CSS ${bytes} bytes (${[...seen.values()].map((x) => x.encoding).join(', ')})`);
-    await p.close();
+    await cold.close();
   }
   result.vitals.firstLiveUpdateMs = { median: median(firsts), runs: firsts };
   result.vitals.jsCssBytes = { median: median(transfers), runs: transfers };
@@ -135,8 +150,8 @@ try {
       up = await fetch('http://127.0.0.1:19999/api/v1/info').then((r) => r.ok, () => false);
     }
     if (!up) throw new Error('netdata did not answer on 127.0.0.1:19999 within 60 s');
-    const nd = await ctx.newPage();
-    const seen = transferCounter(nd);
+    const nd = await (await browser.newContext({ viewport: { width: 1280, height: 800 } })).newPage();
+    const seen = await transferCounter(nd);
     await nd.goto('http://127.0.0.1:19999/', { waitUntil: 'domcontentloaded' });
     await sleep(8000);
     const bytes = [...seen.values()].reduce((a, x) => a + x.bytes, 0);

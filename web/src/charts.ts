@@ -24,11 +24,25 @@ export class Sparkline {
     this.canvas.setAttribute('aria-hidden', 'true');
   }
 
+  private w = 0;
+  private h = 0;
+
+  /** Reads the canvas's CSS size. Call for every sparkline before drawing any (reads, then
+   * writes: no layout thrash); needed once, and again after a resize. */
+  measure(): void {
+    this.w = this.canvas.clientWidth;
+    this.h = this.canvas.clientHeight;
+  }
+
+  get measured(): boolean {
+    return this.w > 0;
+  }
+
   draw(data: (number | null)[]): void {
     const c = this.canvas;
     const dpr = window.devicePixelRatio || 1;
-    const w = c.clientWidth;
-    const hgt = c.clientHeight;
+    const w = this.w;
+    const hgt = this.h;
     if (w === 0 || hgt === 0) return;
     if (c.width !== Math.round(w * dpr) || c.height !== Math.round(hgt * dpr)) {
       c.width = Math.round(w * dpr);

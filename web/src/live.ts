@@ -109,6 +109,7 @@ export class LiveSocket extends Reconnecting {
   private alertListeners = new Set<(a: import('./api').Alert) => void>();
   private reconnectListeners = new Set<() => void>();
   private opened = 0;
+  private gotMetrics = false;
 
   constructor() {
     super('/ws/live');
@@ -134,12 +135,17 @@ export class LiveSocket extends Reconnecting {
   }
 
   protected onOpen(): void {
+    if (this.opened === 0) performance.mark('vitals:live-connected');
     this.opened += 1;
     if (this.opened > 1) for (const f of this.reconnectListeners) f();
   }
 
   protected onMessage(msg: Record<string, unknown>): void {
     if (msg.type === 'metrics') {
+      if (!this.gotMetrics) {
+        this.gotMetrics = true;
+        performance.mark('vitals:first-sample');
+      }
       for (const f of this.metricListeners) f(msg as unknown as MetricsEvent);
     } else if (msg.type === 'alert') {
       for (const f of this.alertListeners) f(msg.alert as import('./api').Alert);

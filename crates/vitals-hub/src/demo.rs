@@ -145,28 +145,40 @@ pub async fn run(state: AppState, n: u32) {
             })
             .collect()
     };
-    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    // Like real agents, the simulated devices do not all report at the same instant: each
+    // second is cut into SLOTS and every device reports in its own slot, once per second.
+    let slots = SLOTS.min(hosts.len().max(1));
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(1000 / slots as u64));
     let mut seq = 0u64;
+    let mut slot = 0usize;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = state.shutdown.cancelled() => return,
         }
-        seq += 1;
+        if slot == 0 {
+            seq += 1;
+        }
         let now = crate::now_ms();
         let batches: Vec<(Device, MetricSample)> = {
             let mut rng = rand::rng();
             hosts
                 .iter_mut()
-                .map(|(d, h)| (d.clone(), h.next(now, &mut rng)))
+                .enumerate()
+                .filter(|(i, _)| i % slots == slot)
+                .map(|(_, (d, h))| (d.clone(), h.next(now, &mut rng)))
                 .collect()
         };
+        slot = (slot + 1) % slots;
         let futs = batches
             .iter()
             .map(|(d, s)| crate::ingest::handle_metrics(&state, d, seq, vec![s.clone()]));
         futures_util::future::join_all(futs).await;
     }
 }
+
+/// Report slots per second of the simulated devices.
+const SLOTS: usize = 20;
 
 async fn ensure_devices(state: &AppState, n: u32) -> vitals_store::Result<Vec<Device>> {
     let existing = state.store.list_devices().await?;

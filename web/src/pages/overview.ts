@@ -30,7 +30,10 @@ interface Card {
   data: (number | null)[][];
   status: Status;
   visible: boolean;
+  /** Sparklines need a redraw. */
   dirty: boolean;
+  /** Values received but not yet written (written when on screen, at the next flush). */
+  pending: (number | null)[] | null;
   /** Time of the newest sample shown. */
   lastTs: number;
 }
@@ -142,7 +145,7 @@ export function overviewPage(root: HTMLElement, app: App): () => void {
       ...rows,
     );
     const data = METRICS.map((m) => (dev.spark?.[m.key] ?? []).slice(-SPARK));
-    const c: Card = { dev, el, badge, seen, values, sparks, data, status: 'offline', visible: false, dirty: true, lastTs: lastOf(dev.spark?.ts ?? []) ?? 0 };
+    const c: Card = { dev, el, badge, seen, values, sparks, data, status: 'offline', visible: false, dirty: true, pending: null, lastTs: lastOf(dev.spark?.ts ?? []) ?? 0 };
     writeValues(c, METRICS.map((m, i) => (m.key === 'net.bps' ? sumNet(dev) : (dev.latest?.[m.key] ?? lastOf(data[i])))));
     io.observe(el);
     return c;
@@ -212,8 +215,11 @@ export function overviewPage(root: HTMLElement, app: App): () => void {
     }
   }
 
+  let loaded = false;
   async function load(): Promise<void> {
     const list = await api<OverviewDevice[]>('GET', '/overview');
+    if (!loaded) performance.mark('vitals:overview-loaded');
+    loaded = true;
     const seen = new Set<string>();
     for (const dev of list) {
       seen.add(dev.id);
@@ -236,29 +242,69 @@ export function overviewPage(root: HTMLElement, app: App): () => void {
     const now = Date.now();
     for (const c of cards.values()) updateStatus(c, now);
     visibleOrder();
+
     schedule();
   }
 
   // --- live updates
+  // Samples are applied to the page in frames at most every FLUSH_MS: with hundreds of devices
+  // reporting at their own phases, that is a few frames per second instead of one per sample.
+  // Only cards on screen are written; the others keep their values until they scroll in.
+  const FLUSH_MS = 250;
   let raf = 0;
+  let flushTimer = 0;
+  let lastFlush = 0;
   function schedule(): void {
-    if (!raf) raf = requestAnimationFrame(draw);
+    if (raf || flushTimer) return;
+    // Until the first live sample is on screen, nothing waits.
+    const wait = firstUpdate ? 0 : Math.max(0, lastFlush + FLUSH_MS - performance.now());
+    flushTimer = window.setTimeout(() => {
+      flushTimer = 0;
+      raf = requestAnimationFrame(draw);
+    }, wait);
   }
   function draw(): void {
     raf = 0;
+    lastFlush = performance.now();
+    const now = Date.now();
+    // Reads first (sizes of sparklines not measured yet), then writes.
     for (const c of cards.values()) {
-      if (!c.dirty || !c.visible || c.el.hidden) continue;
-      c.dirty = false;
-      for (let i = 0; i < c.sparks.length; i++) c.sparks[i].draw(c.data[i]);
+      if (c.visible && !c.el.hidden && c.dirty && (resized || !c.sparks[0].measured)) for (const s of c.sparks) s.measure();
+    }
+    resized = false;
+    for (const c of cards.values()) {
+      if (!c.visible || c.el.hidden) continue;
+      if (c.pending) {
+        writeValues(c, c.pending);
+        c.pending = null;
+        updateStatus(c, now);
+      }
+      if (c.dirty) {
+        c.dirty = false;
+        for (let i = 0; i < c.sparks.length; i++) c.sparks[i].draw(c.data[i]);
+      }
+    }
+    if (firstUpdate && firstPending) {
+      firstUpdate = false;
+      performance.mark('vitals:first-live-update');
+      document.body.dataset.firstLiveUpdate = String(Math.round(performance.now()));
     }
   }
+  let firstPending = false;
+  let resized = false;
+  const onResize = () => {
+    resized = true;
+    for (const c of cards.values()) c.dirty = true;
+    schedule();
+  };
+  window.addEventListener('resize', onResize);
   let firstUpdate = true;
   let reloadTimer = 0;
   const offMetrics = app.live.onMetrics((e: MetricsEvent) => {
     const c = cards.get(e.deviceId);
     if (!c) {
       // A device this page has not seen (just paired): reload the list once.
-      if (!reloadTimer) reloadTimer = window.setTimeout(() => {
+      if (loaded && !reloadTimer) reloadTimer = window.setTimeout(() => {
         reloadTimer = 0;
         void load();
       }, 500);
@@ -269,15 +315,10 @@ export function overviewPage(root: HTMLElement, app: App): () => void {
     const vals = cardValues(e.data);
     for (let i = 0; i < vals.length; i++) pushWindow(c.data[i], vals[i], SPARK);
     c.dev.lastSeen = Math.max(c.dev.lastSeen ?? 0, Date.now());
-    writeValues(c, vals);
-    updateStatus(c, Date.now());
+    c.pending = vals;
     c.dirty = true;
+    if (c.visible) firstPending = true;
     schedule();
-    if (firstUpdate) {
-      firstUpdate = false;
-      performance.mark('vitals:first-live-update');
-      document.body.dataset.firstLiveUpdate = String(Math.round(performance.now()));
-    }
   });
   const offAlert = app.live.onAlert((a) => {
     alerts = alerts.filter((x) => x.id !== a.id);
@@ -314,6 +355,8 @@ export function overviewPage(root: HTMLElement, app: App): () => void {
     offReconnect();
     window.clearInterval(tick);
     window.clearTimeout(reloadTimer);
+    window.clearTimeout(flushTimer);
+    window.removeEventListener('resize', onResize);
     cancelAnimationFrame(raf);
     io.disconnect();
   };

@@ -28,7 +28,24 @@ export function setUnauthorizedHandler(f: () => void): void {
   onUnauthorized = f;
 }
 
+const prefetched = new Map<string, Promise<unknown>>();
+
+/** Starts a GET now, for the page about to ask for it (boot time, beside the session check).
+ * The next `api('GET', path)` takes this answer instead of asking again. */
+export function prefetch(path: string): void {
+  const p = api('GET', path);
+  p.catch(() => {});
+  prefetched.set(path, p);
+}
+
 export async function api<T = unknown>(method: string, path: string, body?: unknown): Promise<T> {
+  if (method === 'GET') {
+    const p = prefetched.get(path);
+    if (p) {
+      prefetched.delete(path);
+      return p as Promise<T>;
+    }
+  }
   const headers: Record<string, string> = { accept: 'application/json' };
   if (body !== undefined) headers['content-type'] = 'application/json';
   if (method !== 'GET') headers['x-csrf-token'] = csrf || cookieCsrf();

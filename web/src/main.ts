@@ -2,7 +2,7 @@
 // connection state, theme toggle, user), and a small History API router.
 
 import './style.css';
-import { api, ApiError, setCsrf, setUnauthorizedHandler, type User } from './api';
+import { api, ApiError, prefetch, setCsrf, setUnauthorizedHandler, type User } from './api';
 import type { App, Page } from './app';
 import { h, setText } from './dom';
 import { LiveSocket, type ConnState } from './live';
@@ -57,7 +57,10 @@ async function loadSession(): Promise<boolean> {
   // beside the session check, so the first samples arrive as soon as the page can show them.
   const live = new LiveSocket();
   const early = /(?:^|; )vitals_csrf=/.test(document.cookie);
-  if (early) live.start();
+  if (early) {
+    live.start();
+    if (location.pathname === '/') prefetch('/overview');
+  }
   try {
     const [user, settings] = await Promise.all([api<User>('GET', '/auth/me'), api<Record<string, unknown>>('GET', '/settings')]);
     if (user.csrfToken) setCsrf(user.csrfToken);

@@ -242,6 +242,19 @@ export function overviewPage(root: HTMLElement, app: App): () => void {
     const now = Date.now();
     for (const c of cards.values()) updateStatus(c, now);
     visibleOrder();
+    if (early.size) {
+      // The first time: which cards are on screen now, without waiting for the observer's
+      // first report (one layout, which the first paint needs anyway), then the early samples.
+      for (const c of grid.children) {
+        const card = cards.get((c as HTMLElement).dataset.device ?? '');
+        if (!card || card.el.hidden) continue;
+        const r = card.el.getBoundingClientRect();
+        if (r.top > window.innerHeight) break;
+        card.visible = r.bottom > 0;
+      }
+      for (const e of early.values()) apply(e);
+      early.clear();
+    }
 
     schedule();
   }
@@ -300,8 +313,17 @@ export function overviewPage(root: HTMLElement, app: App): () => void {
   window.addEventListener('resize', onResize);
   let firstUpdate = true;
   let reloadTimer = 0;
-  const offMetrics = app.live.onMetrics((e: MetricsEvent) => {
+  // Samples that arrive before the cards exist are kept (the newest per device) and applied
+  // as soon as the cards are built.
+  const early = new Map<string, MetricsEvent>();
+  const offMetrics = app.live.onMetrics(apply);
+  function apply(e: MetricsEvent): void {
     const c = cards.get(e.deviceId);
+    if (!c && !loaded) {
+      const prev = early.get(e.deviceId);
+      if (!prev || prev.ts < e.ts) early.set(e.deviceId, e);
+      return;
+    }
     if (!c) {
       // A device this page has not seen (just paired): reload the list once.
       if (loaded && !reloadTimer) reloadTimer = window.setTimeout(() => {
@@ -319,7 +341,7 @@ export function overviewPage(root: HTMLElement, app: App): () => void {
     c.dirty = true;
     if (c.visible) firstPending = true;
     schedule();
-  });
+  }
   const offAlert = app.live.onAlert((a) => {
     alerts = alerts.filter((x) => x.id !== a.id);
     if (a.state === 'firing') alerts.unshift(a);

@@ -15,13 +15,27 @@
 // Environment: VITALS_HUB_BIN (skip `cargo build`), CHROMIUM (default /usr/bin/chromium),
 // E2E_VERBOSE=1 (hub logs).
 
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { createRequire } from 'node:module';
 import { chromium } from 'playwright-core';
 import { CHROMIUM_ARGS, FakeAgent, freePort, hubBinary, repo, sample, startHub } from './hub.mjs';
 
 const shots = join(repo, 'docs/screenshots');
+const axeSource = readFileSync(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8');
+
+/** WCAG 2 AA checks of the current page with axe-core: contrast, names, labels, keyboard. */
+async function accessible(page, what) {
+  // Evaluated through the DevTools protocol: the app's CSP (no inline scripts) stays on.
+  if (!(await page.evaluate(() => typeof window.axe !== 'undefined'))) await page.evaluate(axeSource);
+  const found = await page.evaluate(async () => {
+    // eslint-disable-next-line no-undef
+    const r = await axe.run(document, { runOnly: { type: 'tag', values: ['wcag2a', 'wcag2aa'] } });
+    return r.violations.map((v) => `${v.id} (${v.impact}): ${v.nodes.slice(0, 3).map((n) => n.target.join(' ')).join(' | ')}`);
+  });
+  assert(found.length === 0, `${what}: WCAG AA problems:\n  ${found.join('\n  ')}`);
+}
 mkdirSync(shots, { recursive: true });
 let passed = 0;
 let failed = 0;
@@ -95,6 +109,7 @@ try {
     assert(page.url().includes('/login'), `signed-out visit goes to sign-in, got ${page.url()}`);
     await page.waitForSelector('text=No admin exists yet');
     await snap(page, 'login');
+    await accessible(page, 'sign-in page');
     assert(hub.setupUrl, 'the hub printed a setup link');
     await page.goto(hub.setupUrl);
     await page.waitForSelector('text=Create the first admin account');
@@ -114,6 +129,7 @@ try {
     const facts = await page.textContent('dl.facts');
     assert(facts.includes('e2e-box.local') && facts.includes('e2e-host-1') && facts.includes('0.9.0-e2e') && facts.includes('127.0.0.1'), `shows who asks: ${facts}`);
     await snap(page, 'pair');
+    await accessible(page, 'pair page');
     await page.fill('input[name=name]', 'e2e-box');
     await page.click('button:has-text("Approve")');
     await page.waitForSelector('text=Approved');
@@ -186,6 +202,7 @@ try {
     const text = await page.textContent('.banner .alert');
     assert(text.includes('e2e-box') && text.includes('E2E hot CPU'), `banner: ${text}`);
     await snap(page, 'overview');
+    await accessible(page, 'fleet page (dark)');
     await page.click('.banner .alert .close');
     await page.waitForFunction(() => !document.querySelector('.banner .alert'));
   });
@@ -198,6 +215,7 @@ try {
     await page.waitForFunction(() => document.querySelector('.gauge')?.dataset.value === '33', null, { timeout: 2000 });
     await page.waitForFunction(() => Number(document.querySelector('.chart')?.dataset.points) > 100);
     await snap(page, 'device-live');
+    await accessible(page, 'live tab');
   });
 
   await check('the history chart shows the sent points', async () => {
@@ -217,6 +235,7 @@ try {
     const linked = await page.$$eval('.u-cursor-x', (els) => els.filter((e) => e.style.transform && !e.style.transform.includes('-10')).length);
     assert(linked >= 2, `linked cursors: ${linked}`);
     await snap(page, 'device-history');
+    await accessible(page, 'history tab');
     // Drag to zoom: the range narrows and the page reloads it.
     await page.mouse.move(box.x + box.width * 0.25, box.y + 30);
     await page.mouse.down();
@@ -248,6 +267,7 @@ try {
     const shown = await page.textContent('tr[data-series=cpu] td[data-field=max]');
     assert(shown === '49.0 %', `formatted max: ${shown}`);
     await snap(page, 'device-stats');
+    await accessible(page, 'stats tab');
   });
 
   await check('processes, system and Docker tabs show what the agent reported, escaped', async () => {
@@ -283,17 +303,20 @@ try {
     await page.click('button:has-text("Insert alert")');
     await page.waitForSelector('[data-bucket=alerts] td:has-text("queue_depth")');
     await snap(page, 'apps');
+    await accessible(page, 'app metrics page');
   });
 
   await check('alerts, settings and their tabs render', async () => {
     await page.goto(`${base}/alerts`);
     await page.waitForSelector('td:has-text("E2E hot CPU")');
     await snap(page, 'alerts');
+    await accessible(page, 'alerts page');
     for (const tab of ['devices', 'users', 'tokens', 'retention', 'notifications']) {
       await page.goto(`${base}/settings?tab=${tab}`);
       await page.waitForSelector(`.tab-body[data-tab=${tab}]`);
       await sleep(300);
       await snap(page, `settings-${tab}`);
+      await accessible(page, `settings ${tab}`);
     }
   });
 
@@ -366,6 +389,7 @@ try {
     await page.waitForSelector('.card.device');
     assert((await page.getAttribute('html', 'data-theme')) === 'light', 'remembered');
     await snap(page, 'overview-light');
+    await accessible(page, 'fleet page (light)');
     await page.click('button:has-text("Dark")');
   });
 

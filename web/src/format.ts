@@ -13,41 +13,39 @@ function trim(n: number, digits: number): string {
   return n.toFixed(d);
 }
 
+/** `|n|` divided by `base` until under it: the scaled value and the unit index. */
+function scale(n: number, base: number, units: number): [number, number] {
+  let i = 0;
+  let v = Math.abs(n);
+  while (v >= base && i < units - 1) {
+    v /= base;
+    i += 1;
+  }
+  return [v, i];
+}
+
+const sign = (n: number) => (n < 0 ? '-' : '');
+
 /** Bytes in binary units: `1536` -> `1.5 KiB`. */
 export function bytes(n: number | null | undefined): string {
   if (n == null || !Number.isFinite(n)) return '–';
-  let i = 0;
-  let v = Math.abs(n);
-  while (v >= 1024 && i < IEC.length - 1) {
-    v /= 1024;
-    i += 1;
-  }
-  return `${n < 0 ? '-' : ''}${trim(v, i === 0 ? 0 : 1)} ${IEC[i]}`;
+  const [v, i] = scale(n, 1024, IEC.length);
+  return `${sign(n)}${trim(v, i === 0 ? 0 : 1)} ${IEC[i]}`;
 }
 
 /** Bytes per second as a rate: `2500` -> `2.5 KB/s` (decimal, as network tools do). */
 export function rate(n: number | null | undefined): string {
   if (n == null || !Number.isFinite(n)) return '–';
-  let i = 0;
-  let v = Math.abs(n);
-  while (v >= 1000 && i < SI.length - 1) {
-    v /= 1000;
-    i += 1;
-  }
-  return `${n < 0 ? '-' : ''}${trim(v, i === 0 ? 0 : 1)} ${SI[i]}B/s`;
+  const [v, i] = scale(n, 1000, SI.length);
+  return `${sign(n)}${trim(v, i === 0 ? 0 : 1)} ${SI[i]}B/s`;
 }
 
 /** A plain count with K/M suffixes: `1234567` -> `1.2M`. */
 export function count(n: number | null | undefined): string {
   if (n == null || !Number.isFinite(n)) return '–';
   if (Math.abs(n) < 1000) return Number.isInteger(n) ? String(n) : trim(n, 2);
-  let i = 0;
-  let v = Math.abs(n);
-  while (v >= 1000 && i < SI.length - 1) {
-    v /= 1000;
-    i += 1;
-  }
-  return `${n < 0 ? '-' : ''}${trim(v, 1)}${SI[i]}`;
+  const [v, i] = scale(n, 1000, SI.length);
+  return `${sign(n)}${trim(v, 1)}${SI[i]}`;
 }
 
 export function pct(n: number | null | undefined): string {

@@ -100,6 +100,9 @@ export function alertsPage(root: HTMLElement, app: App): () => void {
       a.ackedAt ? `acknowledged by ${a.ackedBy ?? '?'}` : withAck && admin ? btn('Acknowledge', () => void run(() => api('POST', `/alerts/${encodeURIComponent(a.id)}/ack`), 'Acknowledged: no more repeats.')) : '–',
     ]);
   }
+  /** A Delete button for an admin (nothing for a viewer): asks, deletes, reloads. */
+  const del = (what: string, path: string, ok: string) =>
+    admin ? btn('Delete', () => confirm(`Delete ${what}?`) && void run(() => api('DELETE', path), ok), 'danger') : '';
   const alertHead = ['Severity', 'Device', 'Rule', 'Condition', 'Value', 'Since', 'Ended', 'Acknowledged'];
 
   async function load(): Promise<void> {
@@ -129,7 +132,7 @@ export function alertsPage(root: HTMLElement, app: App): () => void {
           r.deviceIds.length ? r.deviceIds.map(devName).join(', ') : 'all',
           r.channelIds.length ? r.channelIds.map((c) => channelList.find((x) => x.id === c)?.name ?? c).join(', ') : 'Slack setting',
           admin ? btn(r.enabled ? 'Disable' : 'Enable', () => void run(() => api('PATCH', `/alert-rules/${encodeURIComponent(r.id)}`, { enabled: !r.enabled }))) : r.enabled ? 'yes' : 'no',
-          admin ? btn('Delete', () => confirm(`Delete rule ${r.name}?`) && void run(() => api('DELETE', `/alert-rules/${encodeURIComponent(r.id)}`), 'Rule deleted.'), 'danger') : '',
+          del(`rule ${r.name}`, `/alert-rules/${encodeURIComponent(r.id)}`, 'Rule deleted.'),
         ]),
       ),
     );
@@ -151,7 +154,7 @@ export function alertsPage(root: HTMLElement, app: App): () => void {
                         (e) => msg.show('err', (e as Error).message),
                       ),
                     ),
-                    btn('Delete', () => confirm(`Delete channel ${c.name}?`) && void run(() => api('DELETE', `/notification-channels/${encodeURIComponent(c.id)}`), 'Channel deleted.'), 'danger'),
+                    del(`channel ${c.name}`, `/notification-channels/${encodeURIComponent(c.id)}`, 'Channel deleted.'),
                   )
                 : '',
             ]),
@@ -166,7 +169,7 @@ export function alertsPage(root: HTMLElement, app: App): () => void {
               w.name,
               w.deviceIds.length ? w.deviceIds.map(devName).join(', ') : 'all',
               w.daily ? `daily ${w.daily.start}–${w.daily.end}` : `${dateTime(w.startsAt)} – ${dateTime(w.endsAt)}`,
-              admin ? btn('Delete', () => void run(() => api('DELETE', `/maintenance-windows/${encodeURIComponent(w.id)}`), 'Window deleted.'), 'danger') : '',
+              del(`window ${w.name}`, `/maintenance-windows/${encodeURIComponent(w.id)}`, 'Window deleted.'),
             ]),
           )
         : h('p', { class: 'muted' }, 'No maintenance windows.'),

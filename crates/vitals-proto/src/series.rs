@@ -147,6 +147,202 @@ pub fn flatten(s: &MetricSample) -> Vec<(String, f64)> {
     out
 }
 
+/// Rebuilds a sample from its series (the inverse of [`flatten`], for CSV import). Derived
+/// series (`mem.pct`, `disk[..].pct`, ...) are recomputed, not read. What series cannot carry
+/// comes back empty: GPU names (`gpu0`, ...), container images, and container states other
+/// than running (`exited`). Unknown names are ignored and counted in the second value.
+pub fn unflatten(ts: i64, host_id: &str, values: &[(String, f64)]) -> (MetricSample, usize) {
+    let mut s = MetricSample {
+        v: crate::PROTOCOL_VERSION,
+        ts,
+        host_id: host_id.to_string(),
+        ..MetricSample::default()
+    };
+    let mut unknown = 0;
+    for (name, v) in values {
+        let v = *v;
+        if !set(&mut s, name, v) {
+            unknown += 1;
+        }
+    }
+    (s, unknown)
+}
+
+/// `kind[key].field` -> `(kind, key, field)`; the key may itself contain `]` or `.`.
+fn indexed(name: &str) -> Option<(&str, &str, &str)> {
+    let open = name.find('[')?;
+    let close = name.rfind("].")?;
+    (close > open).then(|| (&name[..open], &name[open + 1..close], &name[close + 2..]))
+}
+
+/// Finds the item named `key` in `list`, adding it (with `make`) when missing.
+fn item<'a, T>(
+    list: &'a mut Vec<T>,
+    key: &str,
+    name: impl Fn(&T) -> &str,
+    make: impl FnOnce() -> T,
+) -> &'a mut T {
+    let at = match list.iter().position(|x| name(x) == key) {
+        Some(i) => i,
+        None => {
+            list.push(make());
+            list.len() - 1
+        }
+    };
+    &mut list[at]
+}
+
+fn set(s: &mut MetricSample, name: &str, v: f64) -> bool {
+    use crate::sample::*;
+    match name {
+        "cpu" => s.cpu.total = v,
+        "cpu.user" => s.cpu.user = Some(v),
+        "cpu.system" => s.cpu.system = Some(v),
+        "cpu.iowait" => s.cpu.iowait = Some(v),
+        "cpu.steal" => s.cpu.steal = Some(v),
+        "mem.used" => s.mem.used = v,
+        "mem.total" => s.mem.total = v,
+        "mem.available" => s.mem.available = Some(v),
+        "swap.used" => s.swap.get_or_insert_with(Swap::default).used = v,
+        "swap.total" => s.swap.get_or_insert_with(Swap::default).total = v,
+        "load.1" => s.load.get_or_insert_with(Load::default).one = v,
+        "load.5" => s.load.get_or_insert_with(Load::default).five = v,
+        "load.15" => s.load.get_or_insert_with(Load::default).fifteen = v,
+        "net.rx_bps" => s.net.rx_bps = v,
+        "net.tx_bps" => s.net.tx_bps = v,
+        "docker.size" => s.docker_size = Some(v),
+        "uptime" => s.uptime_sec = v,
+        "procs" => s.proc_count = v,
+        "mem.pct" | "swap.pct" | "disk.pct" => {}
+        _ if name.starts_with("cpu.core[") && name.ends_with(']') => {
+            let Ok(i) = name["cpu.core[".len()..name.len() - 1].parse::<usize>() else {
+                return false;
+            };
+            if i >= crate::limits::MAX_CORES {
+                return false;
+            }
+            if s.cpu.per_core.len() <= i {
+                s.cpu.per_core.resize(i + 1, 0.0);
+            }
+            s.cpu.per_core[i] = v;
+        }
+        _ => {
+            let Some((kind, key, field)) = indexed(name) else {
+                return false;
+            };
+            match kind {
+                "disk" => {
+                    let d = item(
+                        &mut s.disk,
+                        key,
+                        |d| &d.name,
+                        || Disk {
+                            name: key.to_string(),
+                            ..Disk::default()
+                        },
+                    );
+                    match field {
+                        "used" => d.used = v,
+                        "total" => d.total = v,
+                        "inodes_used" => d.inodes_used = Some(v),
+                        "inodes_total" => d.inodes_total = Some(v),
+                        "pct" | "inodes_pct" => {}
+                        _ => return false,
+                    }
+                }
+                "diskio" => {
+                    let d = item(
+                        &mut s.disk_io,
+                        key,
+                        |d| &d.name,
+                        || DiskIo {
+                            name: key.to_string(),
+                            ..DiskIo::default()
+                        },
+                    );
+                    match field {
+                        "read_bps" => d.read_bps = v,
+                        "write_bps" => d.write_bps = v,
+                        "read_iops" => d.read_iops = v,
+                        "write_iops" => d.write_iops = v,
+                        _ => return false,
+                    }
+                }
+                "net" => {
+                    let n = item(
+                        &mut s.net_ifaces,
+                        key,
+                        |n| &n.name,
+                        || NetIface {
+                            name: key.to_string(),
+                            ..NetIface::default()
+                        },
+                    );
+                    match field {
+                        "rx_bps" => n.rx_bps = v,
+                        "tx_bps" => n.tx_bps = v,
+                        "rx_pps" => n.rx_pps = v,
+                        "tx_pps" => n.tx_pps = v,
+                        "rx_errs" => n.rx_errs = v,
+                        "tx_errs" => n.tx_errs = v,
+                        _ => return false,
+                    }
+                }
+                "temp" if field == "celsius" => s.temps.push(Temp {
+                    name: key.to_string(),
+                    celsius: v,
+                }),
+                "gpu" => {
+                    let Ok(i) = key.parse::<usize>() else {
+                        return false;
+                    };
+                    if i >= crate::limits::MAX_SMALL_LISTS {
+                        return false;
+                    }
+                    while s.gpus.len() <= i {
+                        let n = s.gpus.len();
+                        s.gpus.push(Gpu {
+                            name: format!("gpu{n}"),
+                            ..Gpu::default()
+                        });
+                    }
+                    let g = &mut s.gpus[i];
+                    match field {
+                        "util" => g.util = v,
+                        "mem_used" => g.mem_used = v,
+                        "mem_total" => g.mem_total = v,
+                        "temp_c" => g.temp_c = Some(v),
+                        "power_w" => g.power_w = Some(v),
+                        _ => return false,
+                    }
+                }
+                "container" => {
+                    let c = item(
+                        &mut s.containers,
+                        key,
+                        |c| &c.name,
+                        || Container {
+                            name: key.to_string(),
+                            state: "exited".into(),
+                            ..Container::default()
+                        },
+                    );
+                    match field {
+                        "cpu" => c.cpu = v,
+                        "mem_bytes" => c.mem_bytes = v,
+                        "net_rx_bps" => c.net_rx_bps = v,
+                        "net_tx_bps" => c.net_tx_bps = v,
+                        "running" => c.state = if v >= 0.5 { "running" } else { "exited" }.into(),
+                        _ => return false,
+                    }
+                }
+                _ => return false,
+            }
+        }
+    }
+    true
+}
+
 fn pct(used: f64, total: f64) -> f64 {
     if total > 0.0 {
         used / total * 100.0
@@ -212,5 +408,108 @@ mod tests {
         assert_eq!(get("disk.pct"), Some(50.0));
         assert_eq!(get("net.rx_bps"), Some(4.0));
         assert_eq!(get("procs"), Some(7.0));
+    }
+    #[test]
+    fn unflatten_inverts_flatten() {
+        let s = MetricSample {
+            v: crate::PROTOCOL_VERSION,
+            ts: 1_700_000_000_000,
+            host_id: "h".into(),
+            cpu: Cpu {
+                total: 50.0,
+                per_core: vec![40.0, 60.0, 55.5],
+                user: Some(30.0),
+                system: Some(15.0),
+                iowait: Some(1.0),
+                steal: Some(0.5),
+            },
+            mem: Mem {
+                used: 4e9,
+                total: 8e9,
+                available: Some(3e9),
+            },
+            disk: vec![
+                Disk {
+                    name: "/".into(),
+                    used: 5e10,
+                    total: 1e11,
+                    inodes_used: Some(1e5),
+                    inodes_total: Some(1e6),
+                },
+                Disk {
+                    name: "/mnt/odd].name".into(),
+                    used: 1.0,
+                    total: 2.0,
+                    ..Disk::default()
+                },
+            ],
+            net: Net {
+                tx_bps: 100.0,
+                rx_bps: 200.0,
+            },
+            uptime_sec: 3600.0,
+            proc_count: 211.0,
+            swap: Some(Swap {
+                used: 1.0,
+                total: 4.0,
+            }),
+            load: Some(Load {
+                one: 0.5,
+                five: 0.4,
+                fifteen: 0.3,
+            }),
+            disk_io: vec![DiskIo {
+                name: "sda".into(),
+                read_bps: 1.0,
+                write_bps: 2.0,
+                read_iops: 3.0,
+                write_iops: 4.0,
+            }],
+            net_ifaces: vec![NetIface {
+                name: "eth0".into(),
+                rx_bps: 1.0,
+                tx_bps: 2.0,
+                rx_pps: 3.0,
+                tx_pps: 4.0,
+                rx_errs: 5.0,
+                tx_errs: 6.0,
+            }],
+            temps: vec![Temp {
+                name: "cpu".into(),
+                celsius: 45.0,
+            }],
+            gpus: vec![Gpu {
+                name: "gpu0".into(),
+                util: 10.0,
+                mem_used: 1.0,
+                mem_total: 2.0,
+                temp_c: Some(60.0),
+                power_w: None,
+            }],
+            containers: vec![Container {
+                name: "web".into(),
+                image: String::new(),
+                state: "running".into(),
+                cpu: 1.0,
+                mem_bytes: 2.0,
+                net_rx_bps: 3.0,
+                net_tx_bps: 4.0,
+            }],
+            docker_size: Some(9.0),
+        };
+        let flat = flatten(&s);
+        let (back, unknown) = unflatten(s.ts, "h", &flat);
+        assert_eq!(unknown, 0);
+        assert_eq!(back, s, "every field series can carry comes back");
+        assert_eq!(flatten(&back), flat);
+        let (_, unknown) = unflatten(
+            0,
+            "h",
+            &[("nope".into(), 1.0), ("disk[/].bogus".into(), 1.0)],
+        );
+        assert_eq!(unknown, 2);
+        let (huge, unknown) = unflatten(0, "h", &[("cpu.core[99999999]".into(), 1.0)]);
+        assert_eq!(unknown, 1);
+        assert!(huge.cpu.per_core.is_empty());
     }
 }

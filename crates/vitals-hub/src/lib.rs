@@ -20,6 +20,7 @@ pub mod selfmon;
 pub mod settings;
 pub mod state;
 pub mod telemetry;
+pub mod transfer;
 pub mod web;
 
 use std::net::SocketAddr;

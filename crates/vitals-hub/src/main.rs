@@ -7,7 +7,8 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use vitals_hub::Config;
 use vitals_hub::config::FlagOverrides;
-use vitals_store::{NewApiToken, NewUser, Role};
+use vitals_hub::transfer::{self, Format};
+use vitals_store::{Device, NewApiToken, NewUser, Role, Store};
 
 /// The Vitals hub: a real-time metrics monitor for your machines.
 ///
@@ -72,6 +73,56 @@ enum Command {
     /// Manage API tokens for scripts and applications.
     #[command(subcommand)]
     Token(TokenCmd),
+    /// Write a device's raw samples as JSON Lines (lossless) or CSV (a column per series).
+    ///
+    /// Examples:
+    ///   vitals-hub export --device web-1 --from 7d > web-1.jsonl
+    ///   vitals-hub export --device web-1 --from 2026-11-01T00:00:00Z --to 2026-11-02T00:00:00Z --format csv --out day.csv
+    Export {
+        /// Device id or name.
+        #[arg(long)]
+        device: String,
+        /// Start: RFC 3339, Unix milliseconds, or a duration ago (90s, 15m, 12h, 7d). Default: the oldest sample.
+        #[arg(long)]
+        from: Option<String>,
+        /// End (inclusive), in the same forms. Default: now.
+        #[arg(long)]
+        to: Option<String>,
+        #[arg(long, value_enum, default_value = "jsonl")]
+        format: FormatArg,
+        /// Write here instead of standard output.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+    /// Store samples from an export (JSON Lines or CSV) for a device; idempotent: samples
+    /// already stored are skipped, so an import can be run again safely.
+    ///
+    /// Example: vitals-hub import --device web-1 web-1.jsonl
+    Import {
+        /// Device id or name (it must exist; its host id must match JSON Lines samples).
+        #[arg(long)]
+        device: String,
+        /// Default: from the file name (.csv or else JSON Lines).
+        #[arg(long, value_enum)]
+        format: Option<FormatArg>,
+        /// The file to read.
+        file: PathBuf,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum FormatArg {
+    Jsonl,
+    Csv,
+}
+
+impl From<FormatArg> for Format {
+    fn from(f: FormatArg) -> Format {
+        match f {
+            FormatArg::Jsonl => Format::Jsonl,
+            FormatArg::Csv => Format::Csv,
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -228,7 +279,158 @@ async fn main() -> Result<()> {
             println!("{token}");
             Ok(())
         }
+        Command::Export {
+            device,
+            from,
+            to,
+            format,
+            out,
+        } => {
+            let now = vitals_hub::now_ms();
+            let from = match from {
+                Some(t) => transfer::parse_time(&t, now).map_err(anyhow::Error::msg)?,
+                None => 0,
+            };
+            let to = match to {
+                Some(t) => transfer::parse_time(&t, now).map_err(anyhow::Error::msg)?,
+                None => now,
+            };
+            if from > to {
+                bail!("--from is after --to");
+            }
+            let store = vitals_hub::open_store(&config).await?;
+            let dev = find_device(store.as_ref(), &device).await?;
+            let progress = progress_bar("samples");
+            let written = match &out {
+                Some(path) => {
+                    let file = std::fs::File::create(path)
+                        .with_context(|| format!("cannot create {}", path.display()))?;
+                    let mut w = std::io::BufWriter::new(file);
+                    transfer::export(
+                        store.as_ref(),
+                        &dev,
+                        from,
+                        to,
+                        format.into(),
+                        &mut w,
+                        &progress,
+                    )
+                    .await?
+                }
+                None => {
+                    let mut w = std::io::BufWriter::new(std::io::stdout().lock());
+                    transfer::export(
+                        store.as_ref(),
+                        &dev,
+                        from,
+                        to,
+                        format.into(),
+                        &mut w,
+                        &progress,
+                    )
+                    .await?
+                }
+            };
+            progress.finish_and_clear();
+            store.close().await;
+            eprintln!("exported {written} samples of {} ({})", dev.name, dev.id);
+            Ok(())
+        }
+        Command::Import {
+            device,
+            format,
+            file,
+        } => {
+            let format: Format = match format {
+                Some(f) => f.into(),
+                None if file
+                    .extension()
+                    .is_some_and(|e| e.eq_ignore_ascii_case("csv")) =>
+                {
+                    Format::Csv
+                }
+                None => Format::Jsonl,
+            };
+            let f = std::fs::File::open(&file)
+                .with_context(|| format!("cannot open {}", file.display()))?;
+            let size = f.metadata().map(|m| m.len()).unwrap_or(0);
+            let store = vitals_hub::open_store(&config).await?;
+            let dev = find_device(store.as_ref(), &device).await?;
+            let settings = vitals_hub::settings::Settings::from_stored(&store.settings().await?);
+            let now = vitals_hub::now_ms();
+            let window = vitals_proto::validate::Window {
+                now_ms: now,
+                oldest_ms: now - settings.raw_retention_ms(),
+            };
+            let progress = progress_bar("bytes");
+            progress.set_length(size);
+            let mut input = std::io::BufReader::new(f);
+            let report =
+                transfer::import(store.as_ref(), &dev, format, &mut input, window, &progress).await;
+            progress.finish_and_clear();
+            store.close().await;
+            let report = report?;
+            eprintln!(
+                "read {} samples, stored {} new ({} were stored already) for {} ({}){}",
+                report.read,
+                report.stored,
+                report.read - report.stored,
+                dev.name,
+                dev.id,
+                if report.unknown_series > 0 {
+                    format!(
+                        "; ignored {} values of unknown series",
+                        report.unknown_series
+                    )
+                } else {
+                    String::new()
+                }
+            );
+            Ok(())
+        }
     }
+}
+
+/// A device by id or exact name.
+async fn find_device(store: &dyn Store, key: &str) -> Result<Device> {
+    let all = store.list_devices().await?;
+    let matches: Vec<&Device> = all
+        .iter()
+        .map(|d| &d.device)
+        .filter(|d| d.id == key || d.name == key)
+        .collect();
+    match matches.as_slice() {
+        [one] => Ok((*one).clone()),
+        [] => bail!(
+            "no device {key:?}; devices: {}",
+            all.iter()
+                .map(|d| format!("{} ({})", d.device.name, d.device.id))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        many => bail!(
+            "{} devices are named {key:?}; give one of their ids: {}",
+            many.len(),
+            many.iter()
+                .map(|d| d.id.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+/// A progress bar on standard error (drawn only on a terminal).
+fn progress_bar(unit: &str) -> indicatif::ProgressBar {
+    let pb = indicatif::ProgressBar::new(0);
+    let template = if unit == "bytes" {
+        "{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} ({eta})".to_string()
+    } else {
+        format!("{{spinner}} [{{elapsed_precise}}] {{wide_bar}} {{pos}}/{{len}} {unit} ({{eta}})")
+    };
+    if let Ok(style) = indicatif::ProgressStyle::with_template(&template) {
+        pb.set_style(style);
+    }
+    pb
 }
 
 fn read_password() -> Result<String> {

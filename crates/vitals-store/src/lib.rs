@@ -115,6 +115,15 @@ pub trait Store: Send + Sync + 'static {
     async fn insert_batches(&self, batches: &[SampleBatch]) -> Result<Vec<u64>>;
     /// Samples of one device with `from <= ts <= to`, oldest first.
     async fn samples(&self, device_seq: i64, from: i64, to: i64) -> Result<Vec<StoredSample>>;
+    /// At most `limit` samples of one device with `from <= ts <= to`, oldest first: a page of a
+    /// long read (export), continued with `from` = the last `ts` + 1.
+    async fn samples_page(
+        &self,
+        device_seq: i64,
+        from: i64,
+        to: i64,
+        limit: i64,
+    ) -> Result<Vec<StoredSample>>;
     /// Number of samples of one device (for tests and stats).
     async fn count_samples(&self, device_seq: i64) -> Result<i64>;
     /// Number of samples of one device with `from <= ts <= to` (to bound a query before

@@ -720,6 +720,32 @@ impl Store for SqliteStore {
         )
     }
 
+    async fn samples_page(
+        &self,
+        device_seq: i64,
+        from: i64,
+        to: i64,
+        limit: i64,
+    ) -> Result<Vec<StoredSample>> {
+        let rows = sqlx::query(
+            "SELECT ts, data FROM samples WHERE device_seq = ? AND ts BETWEEN ? AND ? ORDER BY ts LIMIT ?",
+        )
+        .bind(device_seq)
+        .bind(from)
+        .bind(to)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(StoredSample {
+                    ts: r.try_get("ts")?,
+                    data: r.try_get("data")?,
+                })
+            })
+            .collect()
+    }
+
     async fn count_samples_between(&self, device_seq: i64, from: i64, to: i64) -> Result<i64> {
         Ok(sqlx::query_scalar(
             "SELECT COUNT(*) FROM samples WHERE device_seq = ? AND ts BETWEEN ? AND ?",

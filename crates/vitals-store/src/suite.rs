@@ -315,6 +315,26 @@ pub async fn sample_ranges_and_retention(s: Arc<dyn Store>) {
     assert_eq!(r.len(), 10);
     assert_eq!(r[0].ts, 10_000);
     assert_eq!(r[9].ts, 19_000);
+    // Pages continue where the last one ended and stop at `to`.
+    let p1 = s.samples_page(a.seq, 0, 25_000, 20).await.expect("page");
+    assert_eq!(
+        p1.iter().map(|x| x.ts).collect::<Vec<_>>(),
+        (0..20).map(|t| t * 1000).collect::<Vec<_>>()
+    );
+    let p2 = s
+        .samples_page(a.seq, 19_001, 25_000, 20)
+        .await
+        .expect("page");
+    assert_eq!(
+        p2.iter().map(|x| x.ts).collect::<Vec<_>>(),
+        (20..=25).map(|t| t * 1000).collect::<Vec<_>>()
+    );
+    assert!(
+        s.samples_page(a.seq, 99_001, i64::MAX, 20)
+            .await
+            .expect("page")
+            .is_empty()
+    );
     let mut deleted = 0;
     loop {
         let n = s.delete_samples_before(50_000, 7).await.expect("delete");

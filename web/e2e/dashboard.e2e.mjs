@@ -64,9 +64,13 @@ async function snap(page, name) {
   await page.setViewportSize({ width: 390, height: 844 });
   await sleep(400);
   await page.screenshot({ path: join(shots, `dashboard-${name}-mobile.png`) });
-  // Nothing may overflow the phone's width.
-  const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
-  assert(overflow <= 1, `${name}: the page is ${overflow}px wider than a 390px phone`);
+  // Nothing may overflow a phone's width, down to 360 px.
+  for (const width of [390, 360]) {
+    await page.setViewportSize({ width, height: 800 });
+    await sleep(200);
+    const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    assert(overflow <= 1, `${name}: the page is ${overflow}px wider than a ${width}px phone`);
+  }
   await page.setViewportSize({ width: 1280, height: 800 });
 }
 
@@ -170,7 +174,25 @@ try {
     assert(first, 'the page marks its first live update');
   });
 
+  await check('the fleet page is keyboard reachable: Tab to a card, Enter opens it', async () => {
+    await page.goto(`${base}/`);
+    await page.waitForSelector(`.card.device[data-device="${agent.deviceId}"]`);
+    let reached = false;
+    for (let i = 0; i < 40 && !reached; i++) {
+      await page.keyboard.press('Tab');
+      reached = await page.evaluate((id) => document.activeElement?.getAttribute('data-device') === id, agent.deviceId);
+    }
+    assert(reached, 'Tab reaches the device card');
+    const ring = await page.evaluate(() => getComputedStyle(document.activeElement).outlineStyle);
+    assert(ring !== 'none', `a visible focus ring: ${ring}`);
+    await page.keyboard.press('Enter');
+    await page.waitForURL(`**/devices/${agent.deviceId}`);
+    await page.waitForSelector('.gauge');
+  });
+
   await check('search, status filter and sort work on the cards', async () => {
+    await page.goto(`${base}/`);
+    await page.waitForSelector('.card.device');
     await page.fill('input[type=search]', 'e2e');
     await page.waitForFunction(() => [...document.querySelectorAll('.card.device')].filter((c) => !c.hidden).length === 1);
     await page.fill('input[type=search]', '');

@@ -8,6 +8,7 @@
 //! - [`Store::insert_batches`] commits all its batches in one durable transaction, or none;
 //! - a pairing code's token is handed out at most once ([`Store::claim_device_token`]).
 
+pub mod rollup;
 pub mod sketch;
 pub mod sqlite;
 #[cfg(any(test, feature = "test-suite"))]

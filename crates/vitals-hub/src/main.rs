@@ -301,36 +301,24 @@ async fn main() -> Result<()> {
             let store = vitals_hub::open_store(&config).await?;
             let dev = find_device(store.as_ref(), &device).await?;
             let progress = progress_bar("samples");
-            let written = match &out {
-                Some(path) => {
-                    let file = std::fs::File::create(path)
-                        .with_context(|| format!("cannot create {}", path.display()))?;
-                    let mut w = std::io::BufWriter::new(file);
-                    transfer::export(
-                        store.as_ref(),
-                        &dev,
-                        from,
-                        to,
-                        format.into(),
-                        &mut w,
-                        &progress,
-                    )
-                    .await?
-                }
-                None => {
-                    let mut w = std::io::BufWriter::new(std::io::stdout().lock());
-                    transfer::export(
-                        store.as_ref(),
-                        &dev,
-                        from,
-                        to,
-                        format.into(),
-                        &mut w,
-                        &progress,
-                    )
-                    .await?
-                }
+            let mut w: Box<dyn std::io::Write> = match &out {
+                Some(path) => Box::new(std::io::BufWriter::new(
+                    std::fs::File::create(path)
+                        .with_context(|| format!("cannot create {}", path.display()))?,
+                )),
+                None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
             };
+            let written = transfer::export(
+                store.as_ref(),
+                &dev,
+                from,
+                to,
+                format.into(),
+                &mut w,
+                &progress,
+            )
+            .await?;
+            drop(w);
             progress.finish_and_clear();
             store.close().await;
             eprintln!("exported {written} samples of {} ({})", dev.name, dev.id);

@@ -169,107 +169,114 @@ pub async fn import(
     window: Window,
     progress: &ProgressBar,
 ) -> Result<ImportReport, TransferError> {
-    let mut report = ImportReport::default();
-    let mut pending: Vec<MetricSample> = Vec::with_capacity(IMPORT_BATCH);
-    let result = read_into(
+    let mut job = Import {
         store,
         device,
-        format,
-        input,
-        window,
-        progress,
-        &mut report,
-        &mut pending,
-    )
-    .await;
+        report: ImportReport::default(),
+        pending: Vec::with_capacity(IMPORT_BATCH),
+    };
+    let result = job.read(format, input, window, progress).await;
     // The good lines before a bad one are stored too, as the error message promises.
-    report.stored += store_batch(store, device, &mut pending).await?;
-    result.map(|()| report)
+    job.flush().await?;
+    result.map(|()| job.report)
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn read_into(
-    store: &dyn Store,
-    device: &Device,
-    format: Format,
-    input: &mut dyn BufRead,
-    window: Window,
-    progress: &ProgressBar,
-    report: &mut ImportReport,
-    pending: &mut Vec<MetricSample>,
-) -> Result<(), TransferError> {
-    let mut columns: Option<Vec<String>> = None;
-    let mut line_no = 0u64;
-    let mut line = String::new();
-    loop {
-        line.clear();
-        let n = input.read_line(&mut line)?;
-        if n == 0 {
-            break;
-        }
-        progress.inc(n as u64);
-        line_no += 1;
-        let text = line.trim_end_matches(['\r', '\n']);
-        if text.trim().is_empty() {
-            continue;
-        }
-        let bad = |message: String| TransferError::Line {
-            line: line_no,
-            message,
-        };
-        let sample = match format {
-            Format::Jsonl => serde_json::from_str::<MetricSample>(text)
-                .map_err(|e| bad(format!("not a sample: {e}")))?,
-            Format::Csv => {
-                let fields = csv_split(text).map_err(bad)?;
-                let Some(cols) = &columns else {
-                    if fields.first().map(String::as_str) != Some("ts") {
-                        return Err(bad(
-                            "the first line must be the header, starting with `ts`".into()
-                        ));
-                    }
-                    columns = Some(fields);
-                    continue;
-                };
-                if fields.len() != cols.len() {
-                    return Err(bad(format!(
-                        "{} fields where the header has {}",
-                        fields.len(),
-                        cols.len()
-                    )));
-                }
-                let ts: i64 = fields[0]
-                    .parse()
-                    .map_err(|_| bad(format!("ts {:?} is not Unix milliseconds", fields[0])))?;
-                let mut values = Vec::with_capacity(cols.len());
-                for (name, cell) in cols.iter().zip(&fields).skip(1) {
-                    if cell.is_empty() {
-                        continue;
-                    }
-                    let v: f64 = cell
-                        .parse()
-                        .map_err(|_| bad(format!("{name} = {cell:?} is not a number")))?;
-                    values.push((name.clone(), v));
-                }
-                let (s, unknown) = vitals_proto::series::unflatten(ts, &device.host_id, &values);
-                report.unknown_series += unknown as u64;
-                s
-            }
-        };
-        if !device.host_id.is_empty() && sample.host_id != device.host_id {
-            return Err(bad(format!(
-                "hostId {:?} is not this device's host id {:?}",
-                sample.host_id, device.host_id
-            )));
-        }
-        validate_sample(&sample, window).map_err(|e| bad(e.message))?;
-        report.read += 1;
-        pending.push(sample);
-        if pending.len() >= IMPORT_BATCH {
-            report.stored += store_batch(store, device, pending).await?;
-        }
+/// An import in progress: where to, what it did, and the samples not stored yet.
+struct Import<'a> {
+    store: &'a dyn Store,
+    device: &'a Device,
+    report: ImportReport,
+    pending: Vec<MetricSample>,
+}
+
+impl Import<'_> {
+    async fn flush(&mut self) -> Result<(), TransferError> {
+        self.report.stored += store_batch(self.store, self.device, &mut self.pending).await?;
+        Ok(())
     }
-    Ok(())
+
+    async fn read(
+        &mut self,
+        format: Format,
+        input: &mut dyn BufRead,
+        window: Window,
+        progress: &ProgressBar,
+    ) -> Result<(), TransferError> {
+        let device = self.device;
+        let mut columns: Option<Vec<String>> = None;
+        let mut line_no = 0u64;
+        let mut line = String::new();
+        loop {
+            line.clear();
+            let n = input.read_line(&mut line)?;
+            if n == 0 {
+                break;
+            }
+            progress.inc(n as u64);
+            line_no += 1;
+            let text = line.trim_end_matches(['\r', '\n']);
+            if text.trim().is_empty() {
+                continue;
+            }
+            let bad = |message: String| TransferError::Line {
+                line: line_no,
+                message,
+            };
+            let sample = match format {
+                Format::Jsonl => serde_json::from_str::<MetricSample>(text)
+                    .map_err(|e| bad(format!("not a sample: {e}")))?,
+                Format::Csv => {
+                    let fields = csv_split(text).map_err(bad)?;
+                    let Some(cols) = &columns else {
+                        if fields.first().map(String::as_str) != Some("ts") {
+                            return Err(bad(
+                                "the first line must be the header, starting with `ts`".into(),
+                            ));
+                        }
+                        columns = Some(fields);
+                        continue;
+                    };
+                    if fields.len() != cols.len() {
+                        return Err(bad(format!(
+                            "{} fields where the header has {}",
+                            fields.len(),
+                            cols.len()
+                        )));
+                    }
+                    let ts: i64 = fields[0]
+                        .parse()
+                        .map_err(|_| bad(format!("ts {:?} is not Unix milliseconds", fields[0])))?;
+                    let mut values = Vec::with_capacity(cols.len());
+                    for (name, cell) in cols.iter().zip(&fields).skip(1) {
+                        if cell.is_empty() {
+                            continue;
+                        }
+                        let v: f64 = cell
+                            .parse()
+                            .map_err(|_| bad(format!("{name} = {cell:?} is not a number")))?;
+                        values.push((name.clone(), v));
+                    }
+                    let (s, unknown) =
+                        vitals_proto::series::unflatten(ts, &device.host_id, &values);
+                    self.report.unknown_series += unknown as u64;
+                    s
+                }
+            };
+            if !device.host_id.is_empty() && sample.host_id != device.host_id {
+                return Err(bad(format!(
+                    "hostId {:?} is not this device's host id {:?}",
+                    sample.host_id, device.host_id
+                )));
+            }
+            validate_sample(&sample, window).map_err(|e| bad(e.message))?;
+            self.report.read += 1;
+            self.pending.push(sample);
+            if self.pending.len() >= IMPORT_BATCH {
+                self.flush().await?;
+            }
+        }
+        Ok(())
+    }
 }
 
 async fn store_batch(

@@ -701,14 +701,7 @@ impl Store for SqliteStore {
         .bind(to)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(StoredSample {
-                    ts: r.try_get("ts")?,
-                    data: r.try_get("data")?,
-                })
-            })
-            .collect()
+        stored_samples(&rows)
     }
 
     async fn count_samples(&self, device_seq: i64) -> Result<i64> {
@@ -736,14 +729,7 @@ impl Store for SqliteStore {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(StoredSample {
-                    ts: r.try_get("ts")?,
-                    data: r.try_get("data")?,
-                })
-            })
-            .collect()
+        stored_samples(&rows)
     }
 
     async fn count_samples_between(&self, device_seq: i64, from: i64, to: i64) -> Result<i64> {
@@ -1201,4 +1187,16 @@ fn event_row(r: &SqliteRow) -> Result<AlertEventRow> {
         started_at: r.try_get("started_at")?,
         data: r.try_get("data")?,
     })
+}
+
+/// `(ts, data)` rows as samples.
+fn stored_samples(rows: &[sqlx::sqlite::SqliteRow]) -> Result<Vec<StoredSample>> {
+    rows.iter()
+        .map(|r| {
+            Ok(StoredSample {
+                ts: r.try_get("ts")?,
+                data: r.try_get("data")?,
+            })
+        })
+        .collect()
 }

@@ -40,6 +40,8 @@ pub enum TransferError {
 
 /// Samples read from the database per query.
 const PAGE: i64 = 2_000;
+/// Longest line accepted on import (the agent protocol's message limit).
+const MAX_LINE_BYTES: usize = vitals_proto::limits::MAX_MESSAGE_BYTES;
 /// Samples stored per transaction on import.
 const IMPORT_BATCH: usize = 500;
 
@@ -208,12 +210,21 @@ impl Import<'_> {
         let mut line = String::new();
         loop {
             line.clear();
-            let n = input.read_line(&mut line)?;
+            // A line is at most one message of the agent protocol; a longer one is refused
+            // without reading the rest of it into memory.
+            let n =
+                std::io::Read::take(&mut *input, MAX_LINE_BYTES as u64 + 1).read_line(&mut line)?;
             if n == 0 {
                 break;
             }
             progress.inc(n as u64);
             line_no += 1;
+            if n > MAX_LINE_BYTES {
+                return Err(TransferError::Line {
+                    line: line_no,
+                    message: format!("longer than {MAX_LINE_BYTES} bytes; is this an export?"),
+                });
+            }
             let text = line.trim_end_matches(['\r', '\n']);
             if text.trim().is_empty() {
                 continue;

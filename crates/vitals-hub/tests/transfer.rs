@@ -215,6 +215,20 @@ async fn export_and_import_round_trip_idempotently() {
     assert!(err.contains("line 2"), "{err}");
     assert_eq!(stats(&admin, &other, from, to).await["samples"], json!(1));
 
+    // A line longer than a protocol message is refused without reading it all.
+    let long = files.path().join("long.jsonl");
+    std::fs::write(&long, "x".repeat(3 << 20)).expect("write");
+    let (ok, _, err) = run(
+        &data,
+        &["import", "--device", &other, long.to_str().expect("path")],
+    )
+    .await;
+    assert!(!ok);
+    assert!(
+        err.contains("line 1") && err.contains("longer than"),
+        "{err}"
+    );
+
     // Unknown devices and times are explained.
     let (ok, _, err) = run(&data, &["export", "--device", "nope"]).await;
     assert!(!ok);

@@ -370,7 +370,9 @@ pub fn parse_time(s: &str, now: i64) -> Result<i64, String> {
     if let Ok(ms) = s.parse::<i64>() {
         return Ok(ms);
     }
-    let (num, unit) = s.split_at(s.len().saturating_sub(1));
+    // The unit is the last character; split on a character boundary (arguments are user text).
+    let cut = s.char_indices().last().map_or(0, |(i, _)| i);
+    let (num, unit) = s.split_at(cut);
     let mult = match unit {
         "s" => 1_000,
         "m" => 60_000,
@@ -414,5 +416,7 @@ mod tests {
         assert_eq!(parse_time("90s", now), Ok(now - 90_000));
         assert!(parse_time("yesterday", now).is_err());
         assert!(parse_time("-5m", now).is_err());
+        assert!(parse_time("7é", now).is_err());
+        assert!(parse_time("", now).is_err());
     }
 }

@@ -42,7 +42,12 @@ fn file(path: &str) -> Option<Response> {
     } else {
         "no-cache"
     };
-    let mut res = Response::new(Body::from(f.data.into_owned()));
+    // Release builds embed the files: serve them without copying.
+    let body = match f.data {
+        std::borrow::Cow::Borrowed(b) => Body::from(axum::body::Bytes::from_static(b)),
+        std::borrow::Cow::Owned(v) => Body::from(v),
+    };
+    let mut res = Response::new(body);
     let h = res.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&mime) {
         h.insert(header::CONTENT_TYPE, v);

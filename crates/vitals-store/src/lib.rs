@@ -13,12 +13,14 @@ pub mod sketch;
 pub mod sqlite;
 #[cfg(any(test, feature = "test-suite"))]
 pub mod suite;
+pub mod tiers;
 mod types;
 
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 
+pub use rollup::Tier;
 pub use sqlite::SqliteStore;
 /// The database error type, for callers that classify failures (unavailable vs. bug).
 pub use sqlx::Error as SqlxError;
@@ -39,6 +41,9 @@ pub enum StoreError {
     /// The database holds something this build cannot read.
     #[error("corrupt data: {0}")]
     Corrupt(String),
+    /// A failure injected by a crash test (see `SqliteStore::inject_failure`).
+    #[error("injected failure at {0}")]
+    Injected(&'static str),
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -131,8 +136,41 @@ pub trait Store: Send + Sync + 'static {
     /// Number of samples of one device with `from <= ts <= to` (to bound a query before
     /// reading it).
     async fn count_samples_between(&self, device_seq: i64, from: i64, to: i64) -> Result<i64>;
-    /// Deletes at most `limit` samples older than `before`; returns how many.
+    /// Deletes at most `limit` raw samples older than `before` that the minute tier already
+    /// holds (below their device's minute mark, and older than any late sample still to be
+    /// merged); returns how many. Raw data is never dropped before it is rolled up.
     async fn delete_samples_before(&self, before: i64, limit: i64) -> Result<u64>;
+
+    // ---- rollup tiers (see `tiers`) -------------------------------------------------------
+    /// Sequence numbers of every device.
+    async fn device_seqs(&self) -> Result<Vec<i64>>;
+    /// One step of the rollup job, in ONE transaction: rolls the device's data below `to`
+    /// (bucket-aligned) into `tier` (raw samples into minutes, minutes into hours), from the
+    /// tier's mark, covering at most `max_span_ms`, and advances the mark. The hour tier never
+    /// passes the minute mark. Empty stretches are skipped without work.
+    async fn roll_up(
+        &self,
+        device_seq: i64,
+        tier: Tier,
+        to: i64,
+        max_span_ms: i64,
+    ) -> Result<RollStep>;
+    /// Merges at most `limit` late samples (stored below their minute mark) into the minute
+    /// and, where already rolled up, hour rollups, in ONE transaction; returns how many.
+    async fn roll_up_late(&self, limit: i64) -> Result<u64>;
+    /// The device's rollups of `tier` with `from <= bucket < to`, oldest first.
+    async fn rollups(
+        &self,
+        device_seq: i64,
+        tier: Tier,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<(i64, rollup::Series)>>;
+    /// What each level of the device holds.
+    async fn tier_bounds(&self, device_seq: i64) -> Result<TierBounds>;
+    /// Deletes at most `limit` rollups of `tier` with `bucket < before`; minute rollups only
+    /// once the hour tier holds them. Returns how many.
+    async fn delete_rollups_before(&self, tier: Tier, before: i64, limit: i64) -> Result<u64>;
 
     // ---- device state ---------------------------------------------------------------------
     async fn put_state(&self, device_seq: i64, kind: &str, json: &str, now: i64) -> Result<()>;

@@ -8,6 +8,8 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -25,6 +27,8 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite")
 #[derive(Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// Crash tests: when non-zero, the step point that brings it to zero fails.
+    fail_countdown: Arc<AtomicU64>,
 }
 
 impl SqliteStore {
@@ -62,7 +66,41 @@ impl SqliteStore {
             .await?;
         check_not_newer(&pool).await?;
         MIGRATOR.run(&pool).await?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            fail_countdown: Arc::new(AtomicU64::new(0)),
+        })
+    }
+
+    /// For crash tests: the `n`-th step point of the tier work from now (rollups, late merges,
+    /// retention) fails with [`StoreError::Injected`], inside its transaction, as a crash
+    /// there would; `0` turns injection off.
+    pub fn inject_failure(&self, n: u64) {
+        self.fail_countdown.store(n, Ordering::SeqCst);
+    }
+
+    fn step(&self, at: &'static str) -> Result<()> {
+        let hit = self
+            .fail_countdown
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok_and(|before| before == 1);
+        if hit {
+            return Err(StoreError::Injected(at));
+        }
+        Ok(())
+    }
+
+    /// `PRAGMA integrity_check`: `Ok(())` when SQLite finds nothing wrong, else its report.
+    pub async fn integrity_check(&self) -> Result<(), String> {
+        let rows: Vec<String> = sqlx::query_scalar("PRAGMA integrity_check")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| e.to_string())?;
+        if rows == ["ok"] {
+            Ok(())
+        } else {
+            Err(rows.join("; "))
+        }
     }
 }
 
@@ -609,10 +647,14 @@ impl Store for SqliteStore {
         let Some(seq) = seq else {
             return Ok(false);
         };
-        sqlx::query("DELETE FROM samples WHERE device_seq = ?")
-            .bind(seq)
-            .execute(&mut *tx)
-            .await?;
+        for sql in [
+            "DELETE FROM samples WHERE device_seq = ?",
+            "DELETE FROM rollups WHERE device_seq = ?",
+            "DELETE FROM rollup_marks WHERE device_seq = ?",
+            "DELETE FROM rollup_late WHERE device_seq = ?",
+        ] {
+            sqlx::query(sql).bind(seq).execute(&mut *tx).await?;
+        }
         sqlx::query("DELETE FROM device_state WHERE device_seq = ?")
             .bind(seq)
             .execute(&mut *tx)
@@ -644,6 +686,7 @@ impl Store for SqliteStore {
             owner.entry((*seq, *ts)).or_insert(*i);
         }
         let mut stored = vec![0u64; batches.len()];
+        let mut inserted: Vec<(i64, i64)> = Vec::with_capacity(rows.len());
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         for chunk in rows.chunks(ROWS_PER_STATEMENT) {
             let mut sql = String::with_capacity(40 + chunk.len() * 10);
@@ -661,8 +704,10 @@ impl Store for SqliteStore {
                 if let Some(i) = owner.get(&key) {
                     stored[*i] += 1;
                 }
+                inserted.push(key);
             }
         }
+        mark_late(&mut tx, &inserted).await?;
         let mut seen: Vec<i64> = batches
             .iter()
             .filter(|b| !b.samples.is_empty())
@@ -744,15 +789,270 @@ impl Store for SqliteStore {
     }
 
     async fn delete_samples_before(&self, before: i64, limit: i64) -> Result<u64> {
-        Ok(sqlx::query(
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        self.step("raw retention")?;
+        let n = sqlx::query(
             "DELETE FROM samples WHERE (device_seq, ts) IN
-               (SELECT device_seq, ts FROM samples WHERE ts < ? LIMIT ?)",
+               (SELECT s.device_seq, s.ts FROM rollup_marks m
+                  JOIN samples s ON s.device_seq = m.device_seq AND s.ts < MIN(?1, m.minute_mark)
+                 WHERE s.ts < (SELECT COALESCE(MIN(ts), ?1) FROM rollup_late)
+                 LIMIT ?2)",
         )
         .bind(before)
         .bind(limit)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?
-        .rows_affected())
+        .rows_affected();
+        self.step("raw retention commit")?;
+        tx.commit().await?;
+        Ok(n)
+    }
+
+    async fn device_seqs(&self) -> Result<Vec<i64>> {
+        Ok(sqlx::query_scalar("SELECT seq FROM devices ORDER BY seq")
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    async fn roll_up(
+        &self,
+        device_seq: i64,
+        tier: Tier,
+        to: i64,
+        max_span_ms: i64,
+    ) -> Result<RollStep> {
+        let w = tier.width_ms();
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let marks: Option<(Option<i64>, Option<i64>)> =
+            sqlx::query_as("SELECT minute_mark, hour_mark FROM rollup_marks WHERE device_seq = ?")
+                .bind(device_seq)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let (minute_mark, hour_mark) = marks.unwrap_or((None, None));
+        let (mark, limit) = match tier {
+            Tier::Minute => (minute_mark, rollup::bucket_start(to, w)),
+            Tier::Hour => match minute_mark {
+                Some(m) => (hour_mark, rollup::bucket_start(to.min(m), w)),
+                None => {
+                    return Ok(RollStep {
+                        buckets: 0,
+                        done: true,
+                    });
+                }
+            },
+        };
+        if mark.is_some_and(|m| m >= limit) {
+            return Ok(RollStep {
+                buckets: 0,
+                done: true,
+            });
+        }
+        self.step("rollup read")?;
+        let lo = mark.unwrap_or(i64::MIN);
+        let first: Option<i64> = match tier {
+            Tier::Minute => {
+                sqlx::query_scalar(
+                    "SELECT MIN(ts) FROM samples WHERE device_seq = ? AND ts >= ? AND ts < ?",
+                )
+                .bind(device_seq)
+                .bind(lo)
+                .bind(limit)
+                .fetch_one(&mut *tx)
+                .await?
+            }
+            Tier::Hour => {
+                sqlx::query_scalar(
+                    "SELECT MIN(bucket) FROM rollups
+                      WHERE tier = ? AND device_seq = ? AND bucket >= ? AND bucket < ?",
+                )
+                .bind(Tier::Minute.width_ms())
+                .bind(device_seq)
+                .bind(lo)
+                .bind(limit)
+                .fetch_one(&mut *tx)
+                .await?
+            }
+        };
+        let (end, buckets) = match first {
+            None => (limit, BTreeMap::new()),
+            Some(first) => {
+                let start = rollup::bucket_start(first, w);
+                let end =
+                    rollup::bucket_start(start.saturating_add(max_span_ms.max(w)), w).min(limit);
+                let buckets = match tier {
+                    Tier::Minute => {
+                        let rows = sqlx::query(
+                            "SELECT ts, data FROM samples
+                              WHERE device_seq = ? AND ts >= ? AND ts < ? ORDER BY ts",
+                        )
+                        .bind(device_seq)
+                        .bind(start)
+                        .bind(end)
+                        .fetch_all(&mut *tx)
+                        .await?;
+                        rollup::fold_samples(&stored_samples(&rows)?, w)
+                    }
+                    Tier::Hour => {
+                        let mut out: BTreeMap<i64, rollup::Series> = BTreeMap::new();
+                        for (b, series) in
+                            read_rollups(&mut tx, device_seq, Tier::Minute, start, end).await?
+                        {
+                            rollup::merge_series(
+                                out.entry(rollup::bucket_start(b, w)).or_default(),
+                                &series,
+                            );
+                        }
+                        out
+                    }
+                };
+                (end, buckets)
+            }
+        };
+        for (b, series) in &buckets {
+            write_rollup(&mut tx, device_seq, tier, *b, series).await?;
+        }
+        self.step("rollup mark")?;
+        let column = match tier {
+            Tier::Minute => "minute_mark",
+            Tier::Hour => "hour_mark",
+        };
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO rollup_marks (device_seq, {column}) VALUES (?, ?)
+             ON CONFLICT (device_seq) DO UPDATE SET {column} = excluded.{column}"
+        )))
+        .bind(device_seq)
+        .bind(end)
+        .execute(&mut *tx)
+        .await?;
+        self.step("rollup commit")?;
+        tx.commit().await?;
+        Ok(RollStep {
+            buckets: buckets.len() as u64,
+            done: end >= limit,
+        })
+    }
+
+    async fn roll_up_late(&self, limit: i64) -> Result<u64> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let late: Vec<(i64, i64)> = sqlx::query_as(
+            "SELECT device_seq, ts FROM rollup_late ORDER BY device_seq, ts LIMIT ?",
+        )
+        .bind(limit)
+        .fetch_all(&mut *tx)
+        .await?;
+        if late.is_empty() {
+            return Ok(0);
+        }
+        self.step("late read")?;
+        let mut by_device: BTreeMap<i64, Vec<StoredSample>> = BTreeMap::new();
+        for (seq, ts) in &late {
+            let row = sqlx::query("SELECT ts, data FROM samples WHERE device_seq = ? AND ts = ?")
+                .bind(seq)
+                .bind(ts)
+                .fetch_optional(&mut *tx)
+                .await?;
+            let list = by_device.entry(*seq).or_default();
+            if let Some(row) = row {
+                list.extend(stored_samples(&[row])?);
+            }
+        }
+        for (seq, samples) in &by_device {
+            let hour_mark: Option<i64> =
+                sqlx::query_scalar("SELECT hour_mark FROM rollup_marks WHERE device_seq = ?")
+                    .bind(seq)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .flatten();
+            let minutes = rollup::fold_samples(samples, Tier::Minute.width_ms());
+            let mut hours: BTreeMap<i64, rollup::Series> = BTreeMap::new();
+            for (b, delta) in &minutes {
+                merge_into_rollup(&mut tx, *seq, Tier::Minute, *b, delta).await?;
+                let h = rollup::bucket_start(*b, Tier::Hour.width_ms());
+                if hour_mark.is_some_and(|m| h < m) {
+                    rollup::merge_series(hours.entry(h).or_default(), delta);
+                }
+            }
+            self.step("late minute merge")?;
+            for (h, delta) in &hours {
+                merge_into_rollup(&mut tx, *seq, Tier::Hour, *h, delta).await?;
+            }
+        }
+        self.step("late hour merge")?;
+        for (seq, ts) in &late {
+            sqlx::query("DELETE FROM rollup_late WHERE device_seq = ? AND ts = ?")
+                .bind(seq)
+                .bind(ts)
+                .execute(&mut *tx)
+                .await?;
+        }
+        self.step("late commit")?;
+        tx.commit().await?;
+        Ok(late.len() as u64)
+    }
+
+    async fn rollups(
+        &self,
+        device_seq: i64,
+        tier: Tier,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<(i64, rollup::Series)>> {
+        let mut conn = self.pool.acquire().await?;
+        read_rollups(&mut conn, device_seq, tier, from, to).await
+    }
+
+    async fn tier_bounds(&self, device_seq: i64) -> Result<TierBounds> {
+        let (raw_lo, min_lo, min_hi, hour_lo, hour_hi): (
+            Option<i64>,
+            Option<i64>,
+            Option<i64>,
+            Option<i64>,
+            Option<i64>,
+        ) = sqlx::query_as(
+            "SELECT (SELECT MIN(ts) FROM samples WHERE device_seq = ?1),
+                    (SELECT MIN(bucket) FROM rollups WHERE tier = ?2 AND device_seq = ?1),
+                    (SELECT minute_mark FROM rollup_marks WHERE device_seq = ?1),
+                    (SELECT MIN(bucket) FROM rollups WHERE tier = ?3 AND device_seq = ?1),
+                    (SELECT hour_mark FROM rollup_marks WHERE device_seq = ?1)",
+        )
+        .bind(device_seq)
+        .bind(Tier::Minute.width_ms())
+        .bind(Tier::Hour.width_ms())
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(TierBounds {
+            raw_lo,
+            minute: min_lo.zip(min_hi),
+            hour: hour_lo.zip(hour_hi),
+        })
+    }
+
+    async fn delete_rollups_before(&self, tier: Tier, before: i64, limit: i64) -> Result<u64> {
+        let sql = match tier {
+            Tier::Minute => {
+                "DELETE FROM rollups WHERE (tier, device_seq, bucket) IN
+                   (SELECT r.tier, r.device_seq, r.bucket FROM rollup_marks m
+                      JOIN rollups r ON r.tier = ?1 AND r.device_seq = m.device_seq
+                                    AND r.bucket < MIN(?2, m.hour_mark)
+                     LIMIT ?3)"
+            }
+            Tier::Hour => {
+                "DELETE FROM rollups WHERE (tier, device_seq, bucket) IN
+                   (SELECT tier, device_seq, bucket FROM rollups
+                     WHERE tier = ?1 AND bucket < ?2 LIMIT ?3)"
+            }
+        };
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        self.step("rollup retention")?;
+        let n = sqlx::query(sql)
+            .bind(tier.width_ms())
+            .bind(before)
+            .bind(limit)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        Ok(n)
     }
 
     async fn put_state(&self, device_seq: i64, kind: &str, json: &str, now: i64) -> Result<()> {
@@ -1187,6 +1487,116 @@ fn event_row(r: &SqliteRow) -> Result<AlertEventRow> {
         started_at: r.try_get("started_at")?,
         data: r.try_get("data")?,
     })
+}
+
+/// Records newly inserted samples that fall below their device's minute mark as late, so
+/// the rollup job merges them into the tiers (in the same transaction as the insert).
+async fn mark_late(tx: &mut Transaction<'_, Sqlite>, inserted: &[(i64, i64)]) -> Result<()> {
+    if inserted.is_empty() {
+        return Ok(());
+    }
+    let mut seqs: Vec<i64> = inserted.iter().map(|k| k.0).collect();
+    seqs.sort_unstable();
+    seqs.dedup();
+    let mut marks: std::collections::HashMap<i64, i64> = std::collections::HashMap::new();
+    for chunk in seqs.chunks(900) {
+        let mut sql = String::from(
+            "SELECT device_seq, minute_mark FROM rollup_marks
+              WHERE minute_mark IS NOT NULL AND device_seq IN (",
+        );
+        for k in 0..chunk.len() {
+            sql.push_str(if k == 0 { "?" } else { ",?" });
+        }
+        sql.push(')');
+        let mut q = sqlx::query_as::<_, (i64, i64)>(sqlx::AssertSqlSafe(sql));
+        for seq in chunk {
+            q = q.bind(*seq);
+        }
+        marks.extend(q.fetch_all(&mut **tx).await?);
+    }
+    let late: Vec<&(i64, i64)> = inserted
+        .iter()
+        .filter(|(seq, ts)| marks.get(seq).is_some_and(|m| ts < m))
+        .collect();
+    for chunk in late.chunks(400) {
+        let mut sql = String::from("INSERT INTO rollup_late (device_seq, ts) VALUES ");
+        for k in 0..chunk.len() {
+            sql.push_str(if k == 0 { "(?,?)" } else { ",(?,?)" });
+        }
+        sql.push_str(" ON CONFLICT DO NOTHING");
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (seq, ts) in chunk {
+            q = q.bind(*seq).bind(*ts);
+        }
+        q.execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+async fn read_rollups(
+    conn: &mut sqlx::SqliteConnection,
+    device_seq: i64,
+    tier: Tier,
+    from: i64,
+    to: i64,
+) -> Result<Vec<(i64, rollup::Series)>> {
+    let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(
+        "SELECT bucket, data FROM rollups
+          WHERE tier = ? AND device_seq = ? AND bucket >= ? AND bucket < ? ORDER BY bucket",
+    )
+    .bind(tier.width_ms())
+    .bind(device_seq)
+    .bind(from)
+    .bind(to)
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.into_iter()
+        .map(|(b, data)| {
+            let series = rollup::decode(&data).map_err(|e| {
+                StoreError::Corrupt(format!(
+                    "{} rollup of device {device_seq} at {b}: {e}",
+                    tier.name()
+                ))
+            })?;
+            Ok((b, series))
+        })
+        .collect()
+}
+
+async fn write_rollup(
+    tx: &mut Transaction<'_, Sqlite>,
+    device_seq: i64,
+    tier: Tier,
+    bucket: i64,
+    series: &rollup::Series,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT OR REPLACE INTO rollups (tier, device_seq, bucket, data) VALUES (?, ?, ?, ?)",
+    )
+    .bind(tier.width_ms())
+    .bind(device_seq)
+    .bind(bucket)
+    .bind(rollup::encode(series))
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Merges `delta` into the stored rollup of the bucket (creating it if absent).
+async fn merge_into_rollup(
+    tx: &mut Transaction<'_, Sqlite>,
+    device_seq: i64,
+    tier: Tier,
+    bucket: i64,
+    delta: &rollup::Series,
+) -> Result<()> {
+    let mut merged = read_rollups(tx, device_seq, tier, bucket, bucket + 1)
+        .await?
+        .pop()
+        .map(|(_, s)| s)
+        .unwrap_or_default();
+    rollup::merge_series(&mut merged, delta);
+    write_rollup(tx, device_seq, tier, bucket, &merged).await
 }
 
 /// `(ts, data)` rows as samples.

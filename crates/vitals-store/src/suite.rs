@@ -16,6 +16,7 @@ macro_rules! store_test_suite {
             users_and_first_admin, sessions_expire_and_cascade, api_tokens,
             pairing_lifecycle, pairing_expiry_and_deny, devices_and_tokens,
             samples_idempotent_group_commit, sample_ranges_and_retention,
+            tiers_roll_up_merge_late_and_retain,
             state_and_settings, meta_compare_and_delete, app_store_transactions,
             alert_docs_state_and_outbox);
     };
@@ -335,6 +336,16 @@ pub async fn sample_ranges_and_retention(s: Arc<dyn Store>) {
             .expect("page")
             .is_empty()
     );
+    // Nothing is dropped before the minute tier holds it.
+    assert_eq!(
+        s.delete_samples_before(50_000, 100).await.expect("delete"),
+        0
+    );
+    let step = s
+        .roll_up(a.seq, Tier::Minute, 60_000, 3_600_000)
+        .await
+        .expect("roll up");
+    assert!(step.done);
     let mut deleted = 0;
     loop {
         let n = s.delete_samples_before(50_000, 7).await.expect("delete");
@@ -346,6 +357,179 @@ pub async fn sample_ranges_and_retention(s: Arc<dyn Store>) {
     }
     assert_eq!(deleted, 50);
     assert_eq!(s.count_samples(a.seq).await.expect("count"), 50);
+    // Only below the minute mark (60 s), whatever the cut-off.
+    assert_eq!(
+        s.delete_samples_before(i64::MAX, 1000)
+            .await
+            .expect("delete"),
+        10
+    );
+    assert_eq!(s.count_samples(a.seq).await.expect("count"), 40);
+}
+
+/// A JSON `MetricSample` whose CPU is `cpu` and memory 1..=4 GB.
+pub fn metric_json(ts: i64, cpu: f64) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "v": 1, "ts": ts, "hostId": "h",
+        "cpu": {"total": cpu, "perCore": [cpu, 100.0 - cpu]},
+        "mem": {"used": 1e9 + (ts % 3) as f64 * 1e9, "total": 8e9},
+        "disk": [], "net": {"txBps": 1.0, "rxBps": 2.0},
+        "uptimeSec": 10.0, "procCount": 5.0
+    }))
+    .expect("json")
+}
+
+/// Every series of the device's raw samples in `[from, to)`, folded into one rollup each.
+async fn raw_fold(s: &Arc<dyn Store>, seq: i64, from: i64, to: i64) -> rollup::Series {
+    let raw = s.samples(seq, from, to - 1).await.expect("raw");
+    let mut all = rollup::Series::new();
+    for (_, b) in rollup::fold_samples(&raw, 1 << 50) {
+        rollup::merge_series(&mut all, &b);
+    }
+    all
+}
+
+async fn tier_fold(s: &Arc<dyn Store>, seq: i64, tier: Tier, from: i64, to: i64) -> rollup::Series {
+    let mut all = rollup::Series::new();
+    for (_, b) in s.rollups(seq, tier, from, to).await.expect("rollups") {
+        rollup::merge_series(&mut all, &b);
+    }
+    all
+}
+
+fn same(a: &rollup::Series, b: &rollup::Series) {
+    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
+    for (k, x) in a {
+        let y = &b[k];
+        assert_eq!(
+            (x.count, x.min, x.max, x.last, x.last_ts),
+            (y.count, y.min, y.max, y.last, y.last_ts),
+            "{k}"
+        );
+        assert!(
+            (x.sum - y.sum).abs() <= 1e-6 * x.sum.abs().max(1.0),
+            "{k} sum"
+        );
+        assert_eq!(x.sketch, y.sketch, "{k} sketch");
+    }
+}
+
+pub async fn tiers_roll_up_merge_late_and_retain(s: Arc<dyn Store>) {
+    const H: i64 = 3_600_000;
+    let a = s.create_device(device("a")).await.expect("device");
+    let b = s.create_device(device("b")).await.expect("device");
+    // Three hours at 1 Hz, minus a gap of 10 minutes, for `a`; nothing yet for `b`.
+    let t0 = 10 * H;
+    let samples: Vec<(i64, Vec<u8>)> = (0..3 * 3600)
+        .map(|i| t0 + i * 1000)
+        .filter(|ts| !(t0 + H..t0 + H + 600_000).contains(ts))
+        .map(|ts| (ts, metric_json(ts, (ts / 1000 % 97) as f64)))
+        .collect();
+    s.insert_batches(&[SampleBatch {
+        device_seq: a.seq,
+        samples,
+        now: 1,
+    }])
+    .await
+    .expect("insert");
+    let now = t0 + 3 * H + 30_000;
+    let r = tiers::roll_up_all(&*s, now).await.expect("job");
+    assert_eq!(r.minute_buckets, 170, "3 hours of minutes less the gap");
+    assert_eq!(r.hour_buckets, 3);
+    assert_eq!(r.late_samples, 0);
+    // A second pass finds nothing new.
+    assert_eq!(
+        tiers::roll_up_all(&*s, now).await.expect("job"),
+        tiers::JobReport::default()
+    );
+    let bounds = s.tier_bounds(a.seq).await.expect("bounds");
+    assert_eq!(bounds.raw_lo, Some(t0));
+    assert_eq!(bounds.minute, Some((t0, t0 + 3 * H)));
+    assert_eq!(bounds.hour, Some((t0, t0 + 3 * H)));
+    let want = raw_fold(&s, a.seq, t0, t0 + 3 * H).await;
+    assert_eq!(want["cpu"].count, 3 * 3600 - 600);
+    same(
+        &tier_fold(&s, a.seq, Tier::Minute, 0, i64::MAX).await,
+        &want,
+    );
+    same(&tier_fold(&s, a.seq, Tier::Hour, 0, i64::MAX).await, &want);
+    // One minute equals its raw samples.
+    same(
+        &tier_fold(&s, a.seq, Tier::Minute, t0 + 60_000, t0 + 120_000).await,
+        &raw_fold(&s, a.seq, t0 + 60_000, t0 + 120_000).await,
+    );
+
+    // Late samples (a replayed spool filling the gap) are merged into both tiers once,
+    // replays of them are ignored, and `b`'s first data below its mark counts too.
+    let late: Vec<(i64, Vec<u8>)> = (0..600)
+        .map(|i| t0 + H + i * 1000)
+        .map(|ts| (ts, metric_json(ts, 50.0)))
+        .collect();
+    let batch = SampleBatch {
+        device_seq: a.seq,
+        samples: late,
+        now: 2,
+    };
+    s.insert_batches(std::slice::from_ref(&batch))
+        .await
+        .expect("late");
+    s.insert_batches(std::slice::from_ref(&batch))
+        .await
+        .expect("replay");
+    s.insert_batches(&[SampleBatch {
+        device_seq: b.seq,
+        samples: vec![(t0 + 5_000, metric_json(t0 + 5_000, 7.0))],
+        now: 2,
+    }])
+    .await
+    .expect("b");
+    let r = tiers::roll_up_all(&*s, now).await.expect("job");
+    assert_eq!(
+        r.late_samples, 601,
+        "600 for a, 1 for b (whose mark was set while empty)"
+    );
+    let want = raw_fold(&s, a.seq, t0, t0 + 3 * H).await;
+    assert_eq!(want["cpu"].count, 3 * 3600);
+    same(
+        &tier_fold(&s, a.seq, Tier::Minute, 0, i64::MAX).await,
+        &want,
+    );
+    same(&tier_fold(&s, a.seq, Tier::Hour, 0, i64::MAX).await, &want);
+    same(
+        &tier_fold(&s, b.seq, Tier::Hour, 0, i64::MAX).await,
+        &raw_fold(&s, b.seq, 0, i64::MAX).await,
+    );
+
+    // Retention drops raw below the minute mark, minutes below the hour mark, whole buckets.
+    let keep = tiers::Retention {
+        raw_ms: H + 1,
+        minute_ms: 2 * H,
+        hour_ms: 100 * H,
+    };
+    let r = tiers::retention(&*s, now, keep, 1000, std::time::Duration::ZERO, || false)
+        .await
+        .expect("retention");
+    assert_eq!(r.raw, 2 * 3600 + 1, "two hours of a, and b's one sample");
+    assert_eq!(r.minute, 61, "the first hour of a, and b's one minute");
+    assert_eq!(r.hour, 0);
+    let bounds = s.tier_bounds(a.seq).await.expect("bounds");
+    assert_eq!(bounds.raw_lo, Some(t0 + 2 * H));
+    assert_eq!(bounds.minute, Some((t0 + H, t0 + 3 * H)));
+    // Every level still sums to the same whole.
+    same(&tier_fold(&s, a.seq, Tier::Hour, 0, i64::MAX).await, &want);
+
+    // Deleting the device deletes its tiers.
+    assert!(s.delete_device(&a.id).await.expect("delete"));
+    assert!(
+        s.rollups(a.seq, Tier::Hour, 0, i64::MAX)
+            .await
+            .expect("rollups")
+            .is_empty()
+    );
+    assert_eq!(
+        s.tier_bounds(a.seq).await.expect("bounds"),
+        TierBounds::default()
+    );
 }
 
 pub async fn state_and_settings(s: Arc<dyn Store>) {

@@ -285,3 +285,24 @@ pub struct DeliveryRecord {
     pub error: Option<String>,
     pub retry_at: Option<i64>,
 }
+
+/// What each storage level of one device holds, for the query planner
+/// ([`crate::tiers::plan`]). `hi` values are the rollup marks (exclusive).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TierBounds {
+    /// Oldest raw sample.
+    pub raw_lo: Option<i64>,
+    /// Oldest minute bucket and the minute mark.
+    pub minute: Option<(i64, i64)>,
+    /// Oldest hour bucket and the hour mark.
+    pub hour: Option<(i64, i64)>,
+}
+
+/// One step of the rollup job for one device and tier.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RollStep {
+    /// Buckets written.
+    pub buckets: u64,
+    /// True when the tier's mark reached the target.
+    pub done: bool,
+}

@@ -1,0 +1,28 @@
+-- Storage tiers (issue 3): 1-minute and 1-hour rollups beside the raw samples.
+-- `rollups`: one row per (tier, device, bucket); `tier` is the bucket width in ms (60000 or
+--   3600000); `data` is every series' rollup, encoded by `vitals_store::rollup::encode`.
+-- `rollup_marks`: per device, everything before `minute_mark` is in the minute tier and
+--   everything before `hour_mark` in the hour tier (both bucket-aligned).
+-- `rollup_late`: raw samples that arrived after their minute was rolled up (an agent's spool
+--   replayed after an outage, an import); the rollup job merges them into both tiers and
+--   deletes the row in one transaction, so each is counted exactly once.
+
+CREATE TABLE rollups (
+    tier       INTEGER NOT NULL,
+    device_seq INTEGER NOT NULL,
+    bucket     INTEGER NOT NULL,
+    data       BLOB NOT NULL,
+    PRIMARY KEY (tier, device_seq, bucket)
+) WITHOUT ROWID;
+
+CREATE TABLE rollup_marks (
+    device_seq  INTEGER PRIMARY KEY,
+    minute_mark INTEGER,
+    hour_mark   INTEGER
+);
+
+CREATE TABLE rollup_late (
+    device_seq INTEGER NOT NULL,
+    ts         INTEGER NOT NULL,
+    PRIMARY KEY (device_seq, ts)
+) WITHOUT ROWID;

@@ -205,6 +205,7 @@ pub async fn start_with_store(
     };
 
     spawn_background(&state);
+    spawn_rollups(&state);
     live::spawn(&state);
     alerts::spawn(&state);
     if state.config.demo > 0 {
@@ -288,27 +289,74 @@ fn spawn_background(state: &AppState) {
     });
 }
 
-/// Deletes raw samples older than the retention setting, a chunk at a time so ingest never
-/// waits long for the write lock.
+/// Rolls raw samples into the minute and hour tiers every 30 s (each step a short
+/// transaction of its own), merging late samples; see [`vitals_store::tiers`].
+fn spawn_rollups(state: &AppState) {
+    let st = state.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(30));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = st.shutdown.cancelled() => return,
+            }
+            roll_up(&st).await;
+        }
+    });
+}
+
+/// One pass of the rollup job.
+pub async fn roll_up(state: &AppState) {
+    match vitals_store::tiers::roll_up_all(&*state.store, now_ms()).await {
+        Ok(r) => {
+            metrics::counter!(telemetry::ROLLUP_BUCKETS, "tier" => "minute")
+                .increment(r.minute_buckets);
+            metrics::counter!(telemetry::ROLLUP_BUCKETS, "tier" => "hour")
+                .increment(r.hour_buckets);
+            metrics::counter!(telemetry::ROLLUP_LATE).increment(r.late_samples);
+            tracing::debug!(?r, "rollup pass");
+        }
+        Err(e) => tracing::warn!(error = %e, "rollup pass failed; the next one resumes it"),
+    }
+}
+
+/// Drops what each tier no longer keeps (`retention.rawDays`, `minuteDays`, `hourDays`, read
+/// at each pass so edits apply without a restart), a chunk at a time so ingest never waits
+/// long for the write lock. Raw data goes only once rolled up, minutes once in hours.
 pub async fn retention(state: &AppState) {
-    let cutoff = now_ms() - state.settings().raw_retention_ms();
-    let mut total = 0u64;
-    loop {
-        match state.store.delete_samples_before(cutoff, 5000).await {
-            Ok(0) => break,
-            Ok(n) => total += n,
-            Err(e) => {
-                tracing::warn!(error = %e, "retention pass failed; will retry");
-                break;
+    let settings = state.settings();
+    let keep = vitals_store::tiers::Retention {
+        raw_ms: settings.raw_retention_ms(),
+        minute_ms: settings.minute_retention_ms(),
+        hour_ms: settings.hour_retention_ms(),
+    };
+    let cutoff = now_ms() - keep.raw_ms;
+    let stop = || state.shutdown.is_cancelled();
+    match vitals_store::tiers::retention(
+        &*state.store,
+        now_ms(),
+        keep,
+        5000,
+        Duration::from_millis(5),
+        stop,
+    )
+    .await
+    {
+        Ok(r) => {
+            for (tier, n) in [("raw", r.raw), ("minute", r.minute), ("hour", r.hour)] {
+                metrics::counter!(telemetry::RETENTION_DELETED, "tier" => tier).increment(n);
+            }
+            if r != Default::default() {
+                tracing::info!(
+                    raw = r.raw,
+                    minute = r.minute,
+                    hour = r.hour,
+                    "retention pass"
+                );
             }
         }
-        if state.shutdown.is_cancelled() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    if total > 0 {
-        tracing::info!(deleted = total, "retention removed old samples");
+        Err(e) => tracing::warn!(error = %e, "retention pass failed; will retry"),
     }
     // Resolved alerts, settled notifications and the delivery log follow the 1-minute tier.
     match state

@@ -168,6 +168,9 @@ impl Settings {
     pub fn minute_retention_ms(&self) -> i64 {
         self.int("retention.minuteDays") * 86_400_000
     }
+    pub fn hour_retention_ms(&self) -> i64 {
+        self.int("retention.hourDays") * 86_400_000
+    }
     pub fn stale_after_ms(&self) -> i64 {
         self.int("devices.staleAfterSec") * 1000
     }

@@ -21,6 +21,9 @@ pub const ALERT_ENGINE_NANOS: &str = "vitals_alert_engine_nanoseconds_total";
 pub const ALERT_EVALUATIONS: &str = "vitals_alert_evaluations_total";
 pub const NOTIFICATIONS: &str = "vitals_notifications_total";
 pub const NOTIFY_SECONDS: &str = "vitals_notification_seconds";
+pub const ROLLUP_BUCKETS: &str = "vitals_rollup_buckets_total";
+pub const ROLLUP_LATE: &str = "vitals_rollup_late_samples_total";
+pub const RETENTION_DELETED: &str = "vitals_retention_deleted_total";
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
@@ -65,6 +68,12 @@ pub fn handle() -> Option<PrometheusHandle> {
 fn describe() {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
     describe_counter!(INGESTED_SAMPLES, "Samples stored (replays excluded)");
+    describe_counter!(ROLLUP_BUCKETS, "Rollup buckets written, by tier");
+    describe_counter!(
+        ROLLUP_LATE,
+        "Late samples merged into rollups after their minute was rolled up"
+    );
+    describe_counter!(RETENTION_DELETED, "Rows dropped by retention, by tier");
     describe_counter!(REJECTED_BATCHES, "Agent batches rejected, by reason");
     describe_gauge!(CONNECTED_AGENTS, "Agents connected over WebSocket");
     describe_gauge!(CONNECTED_VIEWERS, "Viewers connected over WebSocket");

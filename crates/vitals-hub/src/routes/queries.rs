@@ -1,11 +1,17 @@
-//! History and statistics (seed 003's `/api/metrics/{id}` and `/api/stats/{id}`), computed from
-//! raw samples. Series are the flattened names of [`vitals_proto::series`].
+//! History and statistics (seed 003's `/api/metrics/{id}` and `/api/stats/{id}`), answered
+//! from the storage tiers: raw samples, 1-minute and 1-hour rollups. Series are the flattened
+//! names of [`vitals_proto::series`].
 //!
 //! - `/api/metrics/{id}?from=&to=&points=` answers columnar data: one `timestamps` array and one
 //!   array per series (`null` where a series has no value), at most `points` rows (default
-//!   1000): above that, rows are averaged into equal time buckets.
-//! - `/api/stats/{id}?from=&to=` answers min, max, avg and p95 per series. p95 is the
-//!   nearest-rank percentile: the value at rank ceil(0.95 n) of the sorted values.
+//!   1000): above that, rows are averaged into equal time buckets. The planner
+//!   ([`vitals_store::tiers::plan`]) reads the coarsest tier whose buckets are no wider than
+//!   one step, finer tiers at the edges and for data not rolled up yet, coarser ones where
+//!   finer data has expired; `sources` says which tier answered which span.
+//! - `/api/stats/{id}?from=&to=` answers count, min, max, avg and p95 per series. Over raw
+//!   samples only, p95 is the exact nearest-rank percentile (the value at rank ceil(0.95 n));
+//!   when rollups answer part of the range it comes from their merged sketches, within 0.5 %
+//!   (`approximate: true`). min, max, count and avg are exact either way.
 //!
 //! `from` and `to` are Unix milliseconds or RFC 3339; defaults: the last hour.
 
@@ -16,6 +22,9 @@ use axum::response::IntoResponse;
 use serde::Deserialize;
 use serde_json::json;
 use vitals_proto::MetricSample;
+use vitals_store::StoredSample;
+use vitals_store::rollup::{Rollup, Series};
+use vitals_store::tiers::{self, Level, Segment};
 
 use crate::auth::Viewer;
 use crate::error::{ApiError, ApiJson, ApiResult};
@@ -25,30 +34,64 @@ use crate::state::AppState;
 /// Longest range one query may cover (400 days).
 const MAX_RANGE_MS: i64 = 400 * 86_400_000;
 /// Most raw samples one query reads (about 28 hours at 1 Hz), so that a viewer's request
-/// cannot make the hub hold unbounded data in memory. Longer ranges are answered from rollups
-/// once the storage engine keeps them.
+/// cannot make the hub hold unbounded data in memory. Ranges answered at a coarser step come
+/// from rollups and are not limited by this.
 pub const MAX_RAW_ROWS: i64 = 100_000;
 
-/// Reads the samples of a range, refusing ranges over [`MAX_RAW_ROWS`] before reading them.
-async fn read_range(
+/// What one segment of a plan read.
+enum Part {
+    Raw(Vec<StoredSample>),
+    Rollups(Vec<(i64, Series)>),
+}
+
+/// Reads `[from, to]` as the planner cuts it for `desired`, refusing more than
+/// [`MAX_RAW_ROWS`] raw samples before reading them.
+async fn read_plan(
     state: &AppState,
     device_seq: i64,
     from: i64,
     to: i64,
-) -> ApiResult<Vec<vitals_store::StoredSample>> {
-    let n = state
-        .store
-        .count_samples_between(device_seq, from, to)
-        .await?;
-    if n > MAX_RAW_ROWS {
+    desired: Level,
+) -> ApiResult<(Vec<Segment>, Vec<Part>)> {
+    let bounds = state.store.tier_bounds(device_seq).await?;
+    let segments = tiers::plan(from, to.saturating_add(1), desired, &bounds);
+    let mut raw = 0;
+    for s in segments.iter().filter(|s| s.level == Level::Raw) {
+        raw += state
+            .store
+            .count_samples_between(device_seq, s.from, s.to - 1)
+            .await?;
+    }
+    if raw > MAX_RAW_ROWS {
         return Err(ApiError::bad_request(
             "range_too_large",
             format!(
-                "the range holds {n} raw samples; at most {MAX_RAW_ROWS} are read per query, so narrow `from`/`to`"
+                "the range holds {raw} raw samples; at most {MAX_RAW_ROWS} are read per query, so narrow `from`/`to` or ask for fewer `points`"
             ),
         ));
     }
-    Ok(state.store.samples(device_seq, from, to).await?)
+    let mut parts = Vec::with_capacity(segments.len());
+    for s in &segments {
+        parts.push(match s.level.tier() {
+            None => Part::Raw(state.store.samples(device_seq, s.from, s.to - 1).await?),
+            Some(tier) => Part::Rollups(state.store.rollups(device_seq, tier, s.from, s.to).await?),
+        });
+    }
+    Ok((segments, parts))
+}
+
+fn sources(segments: &[Segment]) -> serde_json::Value {
+    segments
+        .iter()
+        .map(|s| {
+            let level = match s.level {
+                Level::Raw => "raw",
+                Level::Minute => "minute",
+                Level::Hour => "hour",
+            };
+            json!({"tier": level, "from": s.from, "to": s.to})
+        })
+        .collect()
 }
 
 #[derive(Deserialize)]
@@ -123,39 +166,65 @@ pub async fn metrics(
         },
     };
     let device = find(&state, &id).await?;
-    let rows = read_range(&state, device.seq, from, to).await?;
-    let (step, nbuckets) = if rows.len() <= points {
-        (0, rows.len())
+    let desired = Level::for_step((to - from) / points as i64);
+    let (segments, parts) = read_plan(&state, device.seq, from, to, desired).await?;
+    // Each raw sample and each rollup bucket is one record at its time.
+    let records: usize = parts
+        .iter()
+        .map(|p| match p {
+            Part::Raw(r) => r.len(),
+            Part::Rollups(r) => r.len(),
+        })
+        .sum();
+    let (step, nbuckets) = if records <= points {
+        (0, records)
     } else {
         let step = ((to - from) / points as i64 + 1).max(1);
         (step, ((to - from) / step + 1) as usize)
     };
-    let bucket_of = |i: usize, ts: i64| -> usize {
-        if step == 0 {
-            i
-        } else {
-            ((ts - from) / step) as usize
-        }
-    };
-    let mut sums: BTreeMap<String, (Vec<f64>, Vec<u32>)> = BTreeMap::new();
+    let mut sums: BTreeMap<String, (Vec<f64>, Vec<u64>)> = BTreeMap::new();
     let mut present = vec![false; nbuckets];
     let mut ts_of = vec![0i64; nbuckets];
-    for (i, r) in rows.iter().enumerate() {
-        let Some(s) = decode(&r.data) else { continue };
-        let b = bucket_of(i, r.ts).min(nbuckets.saturating_sub(1));
+    let mut i = 0usize;
+    let mut add = |i: usize, ts: i64, name: &str, sum: f64, count: u64| {
+        let b = if step == 0 {
+            i
+        } else {
+            (((ts - from).max(0) / step) as usize).min(nbuckets.saturating_sub(1))
+        };
         present[b] = true;
         ts_of[b] = if step == 0 {
-            r.ts
+            ts
         } else {
             from + b as i64 * step
         };
-        vitals_proto::series::for_each_series(&s, |name, v| {
-            let e = sums
-                .entry(name.to_string())
-                .or_insert_with(|| (vec![0.0; nbuckets], vec![0; nbuckets]));
-            e.0[b] += v;
-            e.1[b] += 1;
-        });
+        let e = sums
+            .entry(name.to_string())
+            .or_insert_with(|| (vec![0.0; nbuckets], vec![0; nbuckets]));
+        e.0[b] += sum;
+        e.1[b] += count;
+    };
+    for part in &parts {
+        match part {
+            Part::Raw(rows) => {
+                for r in rows {
+                    if let Some(s) = decode(&r.data) {
+                        vitals_proto::series::for_each_series(&s, |name, v| {
+                            add(i, r.ts, name, v, 1)
+                        });
+                    }
+                    i += 1;
+                }
+            }
+            Part::Rollups(rows) => {
+                for (bucket, series) in rows {
+                    for (name, r) in series {
+                        add(i, *bucket, name, r.sum, r.count);
+                    }
+                    i += 1;
+                }
+            }
+        }
     }
     let keep: Vec<usize> = (0..nbuckets).filter(|b| present[*b]).collect();
     let timestamps: Vec<i64> = keep.iter().map(|b| ts_of[*b]).collect();
@@ -164,7 +233,7 @@ pub async fn metrics(
         .map(|(name, (sum, count))| {
             let col: Vec<Option<f64>> = keep
                 .iter()
-                .map(|b| (count[*b] > 0).then(|| sum[*b] / f64::from(count[*b])))
+                .map(|b| (count[*b] > 0).then(|| sum[*b] / count[*b] as f64))
                 .collect();
             (name, json!(col))
         })
@@ -176,6 +245,7 @@ pub async fn metrics(
         "stepMs": step,
         "timestamps": timestamps,
         "series": series,
+        "sources": sources(&segments),
     })))
 }
 
@@ -215,25 +285,73 @@ pub async fn stats(
 ) -> ApiResult<impl IntoResponse> {
     let (from, to) = range(&q)?;
     let device = find(&state, &id).await?;
-    let rows = read_range(&state, device.seq, from, to).await?;
+    let (segments, parts) = read_plan(&state, device.seq, from, to, Level::Hour).await?;
     let mut values: BTreeMap<String, Vec<f64>> = BTreeMap::new();
-    for r in &rows {
-        let Some(s) = decode(&r.data) else { continue };
-        vitals_proto::series::for_each_series(&s, |name, v| {
-            values.entry(name.to_string()).or_default().push(v);
-        });
+    let mut rolled: BTreeMap<String, Rollup> = BTreeMap::new();
+    let mut raw_rows = 0usize;
+    for part in &parts {
+        match part {
+            Part::Raw(rows) => {
+                raw_rows += rows.len();
+                for r in rows {
+                    let Some(s) = decode(&r.data) else { continue };
+                    vitals_proto::series::for_each_series(&s, |name, v| {
+                        values.entry(name.to_string()).or_default().push(v);
+                    });
+                }
+            }
+            Part::Rollups(rows) => {
+                for (_, series) in rows {
+                    vitals_store::rollup::merge_series(&mut rolled, series);
+                }
+            }
+        }
     }
-    let series: BTreeMap<String, Stat> = values
-        .into_iter()
-        .filter_map(|(k, mut v)| stat(&mut v).map(|s| (k, s)))
-        .collect();
+    let approximate = !rolled.is_empty();
+    let mut series: BTreeMap<String, Stat> = BTreeMap::new();
+    for (name, mut v) in values {
+        match rolled.remove(&name) {
+            None => {
+                if let Some(s) = stat(&mut v) {
+                    series.insert(name, s);
+                }
+            }
+            Some(mut r) => {
+                for x in v {
+                    r.add(0, x);
+                }
+                series.insert(name, stat_of_rollup(&r));
+            }
+        }
+    }
+    for (name, r) in rolled {
+        series.insert(name, stat_of_rollup(&r));
+    }
+    let samples = if approximate {
+        series.values().map(|s| s.count).max().unwrap_or(0)
+    } else {
+        raw_rows
+    };
     Ok(ApiJson(json!({
         "deviceId": device.id,
         "from": from,
         "to": to,
-        "samples": rows.len(),
+        "samples": samples,
+        "approximate": approximate,
         "series": series,
+        "sources": sources(&segments),
     })))
+}
+
+/// min/max/avg exactly and p95 from the sketch.
+fn stat_of_rollup(r: &Rollup) -> Stat {
+    Stat {
+        count: r.count as usize,
+        min: r.min,
+        max: r.max,
+        avg: r.avg(),
+        p95: r.p95().unwrap_or(r.max),
+    }
 }
 
 #[cfg(test)]

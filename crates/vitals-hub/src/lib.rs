@@ -290,7 +290,8 @@ fn spawn_background(state: &AppState) {
 }
 
 /// Rolls raw samples into the minute and hour tiers every 30 s (each step a short
-/// transaction of its own), merging late samples; see [`vitals_store::tiers`].
+/// transaction of its own), merging late samples, and compacts rolled-up raw samples into
+/// column blocks; see [`vitals_store::tiers`].
 fn spawn_rollups(state: &AppState) {
     let st = state.clone();
     tokio::spawn(async move {
@@ -315,6 +316,7 @@ pub async fn roll_up(state: &AppState) {
             metrics::counter!(telemetry::ROLLUP_BUCKETS, "tier" => "hour")
                 .increment(r.hour_buckets);
             metrics::counter!(telemetry::ROLLUP_LATE).increment(r.late_samples);
+            metrics::counter!(telemetry::COMPACTED).increment(r.compacted);
             tracing::debug!(?r, "rollup pass");
         }
         Err(e) => tracing::warn!(error = %e, "rollup pass failed; the next one resumes it"),

@@ -24,6 +24,7 @@ pub const NOTIFY_SECONDS: &str = "vitals_notification_seconds";
 pub const ROLLUP_BUCKETS: &str = "vitals_rollup_buckets_total";
 pub const ROLLUP_LATE: &str = "vitals_rollup_late_samples_total";
 pub const RETENTION_DELETED: &str = "vitals_retention_deleted_total";
+pub const COMPACTED: &str = "vitals_compacted_samples_total";
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
@@ -74,6 +75,7 @@ fn describe() {
         "Late samples merged into rollups after their minute was rolled up"
     );
     describe_counter!(RETENTION_DELETED, "Rows dropped by retention, by tier");
+    describe_counter!(COMPACTED, "Raw samples moved into compressed column blocks");
     describe_counter!(REJECTED_BATCHES, "Agent batches rejected, by reason");
     describe_gauge!(CONNECTED_AGENTS, "Agents connected over WebSocket");
     describe_gauge!(CONNECTED_VIEWERS, "Viewers connected over WebSocket");

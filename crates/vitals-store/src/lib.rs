@@ -8,6 +8,7 @@
 //! - [`Store::insert_batches`] commits all its batches in one durable transaction, or none;
 //! - a pairing code's token is handed out at most once ([`Store::claim_device_token`]).
 
+pub mod block;
 pub mod rollup;
 pub mod sketch;
 pub mod sqlite;
@@ -140,6 +141,12 @@ pub trait Store: Send + Sync + 'static {
     /// holds (below their device's minute mark, and older than any late sample still to be
     /// merged); returns how many. Raw data is never dropped before it is rolled up.
     async fn delete_samples_before(&self, before: i64, limit: i64) -> Result<u64>;
+
+    /// Moves the device's oldest hot window (10 minutes) of raw samples below `before` into a
+    /// compact column block ([`block`]), in ONE transaction, merging into the window's block
+    /// if late samples arrived after it was made. Only samples the minute tier already holds
+    /// and no pending late sample needs are compacted. Reads see hot rows and blocks as one.
+    async fn compact(&self, device_seq: i64, before: i64) -> Result<CompactStep>;
 
     // ---- rollup tiers (see `tiers`) -------------------------------------------------------
     /// Sequence numbers of every device.

@@ -19,6 +19,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{Row, Sqlite, Transaction};
 
+use crate::block::WINDOW_MS as BLOCK_MS;
 use crate::*;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -595,7 +596,8 @@ impl Store for SqliteStore {
         )))
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
+        let mut out: Vec<DeviceWithLatest> = rows
+            .iter()
             .map(|r| {
                 let ts: Option<i64> = r.try_get("latest_ts")?;
                 let data: Option<Vec<u8>> = r.try_get("latest_data")?;
@@ -604,7 +606,26 @@ impl Store for SqliteStore {
                     latest: ts.zip(data).map(|(ts, data)| StoredSample { ts, data }),
                 })
             })
-            .collect()
+            .collect::<Result<_>>()?;
+        // A device whose newest data is compacted (silent for a while): from its last block.
+        let newest: Vec<(i64, i64, Vec<u8>)> = sqlx::query_as(
+            "SELECT b.device_seq, b.last_ts, b.data FROM sample_blocks b
+              WHERE b.start_ts = (SELECT MAX(start_ts) FROM sample_blocks WHERE device_seq = b.device_seq)",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let newest: std::collections::HashMap<i64, (i64, Vec<u8>)> =
+            newest.into_iter().map(|(s, t, d)| (s, (t, d))).collect();
+        for d in &mut out {
+            let Some((last, data)) = newest.get(&d.device.seq) else {
+                continue;
+            };
+            if d.latest.as_ref().is_none_or(|l| l.ts < *last) {
+                let samples = block::decode(data).map_err(|e| corrupt_block(d.device.seq, &e))?;
+                d.latest = samples.into_iter().next_back();
+            }
+        }
+        Ok(out)
     }
 
     async fn rename_device(&self, id: &str, name: &str) -> Result<bool> {
@@ -652,6 +673,7 @@ impl Store for SqliteStore {
             "DELETE FROM rollups WHERE device_seq = ?",
             "DELETE FROM rollup_marks WHERE device_seq = ?",
             "DELETE FROM rollup_late WHERE device_seq = ?",
+            "DELETE FROM sample_blocks WHERE device_seq = ?",
         ] {
             sqlx::query(sql).bind(seq).execute(&mut *tx).await?;
         }
@@ -671,7 +693,7 @@ impl Store for SqliteStore {
         // One multi-row INSERT per chunk and one UPDATE for the whole group: the number of
         // round trips to SQLite does not grow with the number of batches.
         const ROWS_PER_STATEMENT: usize = 8000;
-        let rows: Vec<(usize, i64, i64, &[u8])> = batches
+        let mut rows: Vec<(usize, i64, i64, &[u8])> = batches
             .iter()
             .enumerate()
             .flat_map(|(i, b)| {
@@ -688,6 +710,7 @@ impl Store for SqliteStore {
         let mut stored = vec![0u64; batches.len()];
         let mut inserted: Vec<(i64, i64)> = Vec::with_capacity(rows.len());
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        drop_compacted(&mut tx, &mut rows).await?;
         for chunk in rows.chunks(ROWS_PER_STATEMENT) {
             let mut sql = String::with_capacity(40 + chunk.len() * 10);
             sql.push_str("INSERT INTO samples (device_seq, ts, data) VALUES ");
@@ -738,24 +761,28 @@ impl Store for SqliteStore {
     }
 
     async fn samples(&self, device_seq: i64, from: i64, to: i64) -> Result<Vec<StoredSample>> {
+        let mut conn = self.pool.acquire().await?;
         let rows = sqlx::query(
             "SELECT ts, data FROM samples WHERE device_seq = ? AND ts BETWEEN ? AND ? ORDER BY ts",
         )
         .bind(device_seq)
         .bind(from)
         .bind(to)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *conn)
         .await?;
-        stored_samples(&rows)
+        let hot = stored_samples(&rows)?;
+        let cold = block_samples(&mut conn, device_seq, from, to, usize::MAX).await?;
+        Ok(merge_sorted(hot, cold, usize::MAX))
     }
 
     async fn count_samples(&self, device_seq: i64) -> Result<i64> {
-        Ok(
-            sqlx::query_scalar("SELECT COUNT(*) FROM samples WHERE device_seq = ?")
-                .bind(device_seq)
-                .fetch_one(&self.pool)
-                .await?,
+        Ok(sqlx::query_scalar(
+            "SELECT (SELECT COUNT(*) FROM samples WHERE device_seq = ?1)
+                  + (SELECT COALESCE(SUM(count), 0) FROM sample_blocks WHERE device_seq = ?1)",
         )
+        .bind(device_seq)
+        .fetch_one(&self.pool)
+        .await?)
     }
 
     async fn samples_page(
@@ -765,6 +792,7 @@ impl Store for SqliteStore {
         to: i64,
         limit: i64,
     ) -> Result<Vec<StoredSample>> {
+        let mut conn = self.pool.acquire().await?;
         let rows = sqlx::query(
             "SELECT ts, data FROM samples WHERE device_seq = ? AND ts BETWEEN ? AND ? ORDER BY ts LIMIT ?",
         )
@@ -772,26 +800,63 @@ impl Store for SqliteStore {
         .bind(from)
         .bind(to)
         .bind(limit)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *conn)
         .await?;
-        stored_samples(&rows)
+        let hot = stored_samples(&rows)?;
+        let limit = usize::try_from(limit).unwrap_or(0);
+        // Blocks past the last hot row of a full page cannot make the page.
+        let horizon = match hot.last() {
+            Some(last) if hot.len() >= limit => last.ts,
+            _ => to,
+        };
+        let cold = block_samples(&mut conn, device_seq, from, horizon, limit).await?;
+        Ok(merge_sorted(hot, cold, limit))
     }
 
     async fn count_samples_between(&self, device_seq: i64, from: i64, to: i64) -> Result<i64> {
-        Ok(sqlx::query_scalar(
+        let mut conn = self.pool.acquire().await?;
+        let hot: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM samples WHERE device_seq = ? AND ts BETWEEN ? AND ?",
         )
         .bind(device_seq)
         .bind(from)
         .bind(to)
-        .fetch_one(&self.pool)
-        .await?)
+        .fetch_one(&mut *conn)
+        .await?;
+        // Whole blocks by their count; the (at most two) partial ones by their timestamps.
+        let whole: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(SUM(count), 0) FROM sample_blocks
+              WHERE device_seq = ? AND first_ts >= ? AND last_ts <= ?",
+        )
+        .bind(device_seq)
+        .bind(from)
+        .bind(to)
+        .fetch_one(&mut *conn)
+        .await?;
+        let partial: Vec<Vec<u8>> = sqlx::query_scalar(
+            "SELECT data FROM sample_blocks
+              WHERE device_seq = ? AND last_ts >= ? AND first_ts <= ?
+                AND NOT (first_ts >= ? AND last_ts <= ?)",
+        )
+        .bind(device_seq)
+        .bind(from)
+        .bind(to)
+        .bind(from)
+        .bind(to)
+        .fetch_all(&mut *conn)
+        .await?;
+        let mut n = hot + whole;
+        for data in partial {
+            let ts = block::timestamps(&data).map_err(|e| corrupt_block(device_seq, &e))?;
+            n += ts.iter().filter(|t| (from..=to).contains(*t)).count() as i64;
+        }
+        Ok(n)
     }
 
     async fn delete_samples_before(&self, before: i64, limit: i64) -> Result<u64> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         self.step("raw retention")?;
-        let n = sqlx::query(
+        let mut n = sqlx::query(
             "DELETE FROM samples WHERE (device_seq, ts) IN
                (SELECT s.device_seq, s.ts FROM rollup_marks m
                   JOIN samples s ON s.device_seq = m.device_seq AND s.ts < MIN(?1, m.minute_mark)
@@ -803,9 +868,126 @@ impl Store for SqliteStore {
         .execute(&mut *tx)
         .await?
         .rows_affected();
+        // Whole blocks that end below the cut-off, about `limit` samples' worth.
+        let blocks: Vec<(i64, i64, i64)> = sqlx::query_as(
+            "SELECT b.device_seq, b.start_ts, b.count FROM rollup_marks m
+               JOIN sample_blocks b ON b.device_seq = m.device_seq
+                                   AND b.last_ts < MIN(?1, m.minute_mark)
+              WHERE b.last_ts < (SELECT COALESCE(MIN(ts), ?1) FROM rollup_late)
+              LIMIT ?2",
+        )
+        .bind(before)
+        .bind((limit / BLOCK_SAMPLES).max(1))
+        .fetch_all(&mut *tx)
+        .await?;
+        for (seq, start, count) in blocks {
+            sqlx::query("DELETE FROM sample_blocks WHERE device_seq = ? AND start_ts = ?")
+                .bind(seq)
+                .bind(start)
+                .execute(&mut *tx)
+                .await?;
+            n += u64::try_from(count).unwrap_or(0);
+        }
         self.step("raw retention commit")?;
         tx.commit().await?;
         Ok(n)
+    }
+
+    async fn compact(&self, device_seq: i64, before: i64) -> Result<CompactStep> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        // Only what the minute tier holds and no late sample still needs from the hot table.
+        let limit: Option<i64> = sqlx::query_scalar(
+            "SELECT MIN(?2, minute_mark,
+                        COALESCE((SELECT MIN(ts) FROM rollup_late WHERE device_seq = ?1), ?2))
+               FROM rollup_marks WHERE device_seq = ?1 AND minute_mark IS NOT NULL",
+        )
+        .bind(device_seq)
+        .bind(before)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(limit) = limit.map(|l| rollup::bucket_start(l, BLOCK_MS)) else {
+            return Ok(CompactStep {
+                samples: 0,
+                done: true,
+            });
+        };
+        let first: Option<i64> =
+            sqlx::query_scalar("SELECT MIN(ts) FROM samples WHERE device_seq = ? AND ts < ?")
+                .bind(device_seq)
+                .bind(limit)
+                .fetch_one(&mut *tx)
+                .await?;
+        let Some(first) = first else {
+            return Ok(CompactStep {
+                samples: 0,
+                done: true,
+            });
+        };
+        self.step("compact read")?;
+        let start = rollup::bucket_start(first, BLOCK_MS);
+        let end = start + BLOCK_MS;
+        let rows = sqlx::query(
+            "SELECT ts, data FROM samples WHERE device_seq = ? AND ts >= ? AND ts < ? ORDER BY ts",
+        )
+        .bind(device_seq)
+        .bind(start)
+        .bind(end)
+        .fetch_all(&mut *tx)
+        .await?;
+        let hot = stored_samples(&rows)?;
+        let moved = hot.len() as u64;
+        // Late samples of a window already compacted join its block.
+        let existing: Option<Vec<u8>> = sqlx::query_scalar(
+            "SELECT data FROM sample_blocks WHERE device_seq = ? AND start_ts = ?",
+        )
+        .bind(device_seq)
+        .bind(start)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let old = match existing {
+            Some(b) => block::decode(&b).map_err(|e| corrupt_block(device_seq, &e))?,
+            None => Vec::new(),
+        };
+        let all = merge_sorted(hot, old, usize::MAX);
+        let data = block::encode(&all).map_err(|e| corrupt_block(device_seq, &e))?;
+        let (Some(lo), Some(hi)) = (all.first().map(|s| s.ts), all.last().map(|s| s.ts)) else {
+            return Ok(CompactStep {
+                samples: 0,
+                done: true,
+            });
+        };
+        sqlx::query(
+            "INSERT OR REPLACE INTO sample_blocks
+               (device_seq, start_ts, first_ts, last_ts, count, data) VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(device_seq)
+        .bind(start)
+        .bind(lo)
+        .bind(hi)
+        .bind(all.len() as i64)
+        .bind(data)
+        .execute(&mut *tx)
+        .await?;
+        self.step("compact write")?;
+        sqlx::query("DELETE FROM samples WHERE device_seq = ? AND ts >= ? AND ts < ?")
+            .bind(device_seq)
+            .bind(start)
+            .bind(end)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "UPDATE rollup_marks SET block_mark = MAX(COALESCE(block_mark, 0), ?) WHERE device_seq = ?",
+        )
+        .bind(end)
+        .bind(device_seq)
+        .execute(&mut *tx)
+        .await?;
+        self.step("compact commit")?;
+        tx.commit().await?;
+        Ok(CompactStep {
+            samples: moved,
+            done: false,
+        })
     }
 
     async fn device_seqs(&self) -> Result<Vec<i64>> {
@@ -1009,7 +1191,9 @@ impl Store for SqliteStore {
             Option<i64>,
             Option<i64>,
         ) = sqlx::query_as(
-            "SELECT (SELECT MIN(ts) FROM samples WHERE device_seq = ?1),
+            "SELECT (SELECT MIN(COALESCE(h.lo, b.lo), COALESCE(b.lo, h.lo)) FROM
+                      (SELECT MIN(ts) AS lo FROM samples WHERE device_seq = ?1) h,
+                      (SELECT MIN(first_ts) AS lo FROM sample_blocks WHERE device_seq = ?1) b),
                     (SELECT MIN(bucket) FROM rollups WHERE tier = ?2 AND device_seq = ?1),
                     (SELECT minute_mark FROM rollup_marks WHERE device_seq = ?1),
                     (SELECT MIN(bucket) FROM rollups WHERE tier = ?3 AND device_seq = ?1),
@@ -1487,6 +1671,124 @@ fn event_row(r: &SqliteRow) -> Result<AlertEventRow> {
         started_at: r.try_get("started_at")?,
         data: r.try_get("data")?,
     })
+}
+
+/// Samples in a full block at 1 Hz.
+const BLOCK_SAMPLES: i64 = 600;
+
+fn corrupt_block(device_seq: i64, e: &block::BlockError) -> StoreError {
+    StoreError::Corrupt(format!("sample block of device {device_seq}: {e}"))
+}
+
+/// Samples of the device's blocks with `from <= ts <= to`, oldest first; stops after the
+/// block that brings the count to `limit`.
+async fn block_samples(
+    conn: &mut sqlx::SqliteConnection,
+    device_seq: i64,
+    from: i64,
+    to: i64,
+    limit: usize,
+) -> Result<Vec<StoredSample>> {
+    let blocks: Vec<Vec<u8>> = sqlx::query_scalar(
+        "SELECT data FROM sample_blocks
+          WHERE device_seq = ? AND last_ts >= ? AND first_ts <= ? ORDER BY start_ts",
+    )
+    .bind(device_seq)
+    .bind(from)
+    .bind(to)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut out = Vec::new();
+    for data in blocks {
+        if out.len() >= limit {
+            break;
+        }
+        let samples = block::decode(&data).map_err(|e| corrupt_block(device_seq, &e))?;
+        out.extend(samples.into_iter().filter(|s| (from..=to).contains(&s.ts)));
+    }
+    Ok(out)
+}
+
+/// Two time-sorted lists as one, at most `limit` long.
+fn merge_sorted(a: Vec<StoredSample>, b: Vec<StoredSample>, limit: usize) -> Vec<StoredSample> {
+    if b.is_empty() {
+        let mut a = a;
+        a.truncate(limit);
+        return a;
+    }
+    let mut out = Vec::with_capacity((a.len() + b.len()).min(limit));
+    let (mut a, mut b) = (a.into_iter().peekable(), b.into_iter().peekable());
+    while out.len() < limit {
+        let next = match (a.peek(), b.peek()) {
+            (Some(x), Some(y)) if x.ts <= y.ts => a.next(),
+            (Some(_), Some(_)) => b.next(),
+            (Some(_), None) => a.next(),
+            (None, _) => b.next(),
+        };
+        match next {
+            Some(s) => out.push(s),
+            None => break,
+        }
+    }
+    out
+}
+
+/// Drops from `rows` the samples already stored in blocks (replays of compacted data).
+async fn drop_compacted(
+    tx: &mut Transaction<'_, Sqlite>,
+    rows: &mut Vec<(usize, i64, i64, &[u8])>,
+) -> Result<()> {
+    let mut seqs: Vec<i64> = rows.iter().map(|r| r.1).collect();
+    seqs.sort_unstable();
+    seqs.dedup();
+    let mut marks: std::collections::HashMap<i64, i64> = std::collections::HashMap::new();
+    for chunk in seqs.chunks(900) {
+        let mut sql = String::from(
+            "SELECT device_seq, block_mark FROM rollup_marks
+              WHERE block_mark IS NOT NULL AND device_seq IN (",
+        );
+        for k in 0..chunk.len() {
+            sql.push_str(if k == 0 { "?" } else { ",?" });
+        }
+        sql.push(')');
+        let mut q = sqlx::query_as::<_, (i64, i64)>(sqlx::AssertSqlSafe(sql));
+        for seq in chunk {
+            q = q.bind(*seq);
+        }
+        marks.extend(q.fetch_all(&mut **tx).await?);
+    }
+    if marks.is_empty() {
+        return Ok(());
+    }
+    let mut windows: BTreeMap<(i64, i64), Option<std::collections::HashSet<i64>>> = BTreeMap::new();
+    for (_, seq, ts, _) in rows.iter() {
+        if marks.get(seq).is_some_and(|m| ts < m) {
+            windows.insert((*seq, rollup::bucket_start(*ts, BLOCK_MS)), None);
+        }
+    }
+    if windows.is_empty() {
+        return Ok(());
+    }
+    for ((seq, start), set) in windows.iter_mut() {
+        let data: Option<Vec<u8>> = sqlx::query_scalar(
+            "SELECT data FROM sample_blocks WHERE device_seq = ? AND start_ts = ?",
+        )
+        .bind(*seq)
+        .bind(*start)
+        .fetch_optional(&mut **tx)
+        .await?;
+        if let Some(data) = data {
+            let ts = block::timestamps(&data).map_err(|e| corrupt_block(*seq, &e))?;
+            *set = Some(ts.into_iter().collect());
+        }
+    }
+    rows.retain(|(_, seq, ts, _)| {
+        !windows
+            .get(&(*seq, rollup::bucket_start(*ts, BLOCK_MS)))
+            .and_then(|s| s.as_ref())
+            .is_some_and(|s| s.contains(ts))
+    });
+    Ok(())
 }
 
 /// Records newly inserted samples that fall below their device's minute mark as late, so

@@ -16,7 +16,7 @@ macro_rules! store_test_suite {
             users_and_first_admin, sessions_expire_and_cascade, api_tokens,
             pairing_lifecycle, pairing_expiry_and_deny, devices_and_tokens,
             samples_idempotent_group_commit, sample_ranges_and_retention,
-            tiers_roll_up_merge_late_and_retain,
+            tiers_roll_up_merge_late_and_retain, compaction_is_invisible_to_reads,
             state_and_settings, meta_compare_and_delete, app_store_transactions,
             alert_docs_state_and_outbox);
     };
@@ -762,4 +762,102 @@ pub async fn alert_docs_state_and_outbox(s: Arc<dyn Store>) {
         1,
         "the pending c2 item is kept"
     );
+}
+
+pub async fn compaction_is_invisible_to_reads(s: Arc<dyn Store>) {
+    const M: i64 = 60_000;
+    let a = s.create_device(device("a")).await.expect("device");
+    let t0 = 100 * M;
+    let mut sent: Vec<StoredSample> = (0..25 * 60)
+        .map(|i| t0 + i * 1000)
+        .map(|ts| StoredSample {
+            ts,
+            data: metric_json(ts, (ts / 1000 % 89) as f64 + 0.5),
+        })
+        .collect();
+    let batch = |v: &[StoredSample]| SampleBatch {
+        device_seq: a.seq,
+        samples: v.iter().map(|x| (x.ts, x.data.clone())).collect(),
+        now: 1,
+    };
+    s.insert_batches(&[batch(&sent)]).await.expect("insert");
+    // Rolled up to t0 + 25 min, so the first two 10-minute windows are compacted.
+    let r = tiers::roll_up_all(&*s, t0 + 25 * M + 20_000)
+        .await
+        .expect("job");
+    assert_eq!(r.compacted, 1200);
+    let all = s.samples(a.seq, 0, i64::MAX).await.expect("samples");
+    assert!(all == sent, "reads give back exactly what was stored");
+    assert_eq!(s.count_samples(a.seq).await.expect("count"), 1500);
+    let (from, to) = (t0 + 5 * M + 500, t0 + 22 * M);
+    let want = sent.iter().filter(|x| (from..=to).contains(&x.ts)).count() as i64;
+    assert_eq!(
+        s.count_samples_between(a.seq, from, to)
+            .await
+            .expect("count"),
+        want
+    );
+    let mut paged = Vec::new();
+    let mut cursor = 0;
+    loop {
+        let page = s
+            .samples_page(a.seq, cursor, i64::MAX, 250)
+            .await
+            .expect("page");
+        let Some(last) = page.last() else { break };
+        cursor = last.ts + 1;
+        assert!(page.len() <= 250);
+        paged.extend(page);
+    }
+    assert!(paged == sent, "pages across blocks and hot rows");
+    // A replay of compacted samples stores nothing; a new late one joins its block.
+    assert_eq!(
+        s.insert_batches(&[batch(&sent[..100])])
+            .await
+            .expect("replay"),
+        vec![0]
+    );
+    let late = StoredSample {
+        ts: t0 + 500,
+        data: metric_json(t0 + 500, 1.0),
+    };
+    assert_eq!(
+        s.insert_batches(&[batch(std::slice::from_ref(&late))])
+            .await
+            .expect("late"),
+        vec![1]
+    );
+    let r = tiers::roll_up_all(&*s, t0 + 25 * M + 20_000)
+        .await
+        .expect("job");
+    assert_eq!((r.late_samples, r.compacted), (1, 1));
+    sent.insert(1, late);
+    assert!(s.samples(a.seq, 0, i64::MAX).await.expect("samples") == sent);
+    let minute = s
+        .rollups(a.seq, Tier::Minute, t0, t0 + 1)
+        .await
+        .expect("rollups");
+    assert_eq!(
+        minute[0].1["cpu"].count, 61,
+        "the late sample is in its minute"
+    );
+    // Everything compacted: the latest sample still comes back, from its block.
+    tiers::roll_up_all(&*s, t0 + 60 * M).await.expect("job");
+    let listed = s.list_devices().await.expect("list");
+    assert_eq!(listed[0].latest.as_ref(), sent.last());
+    assert_eq!(s.tier_bounds(a.seq).await.expect("bounds").raw_lo, Some(t0));
+    // Retention drops whole blocks.
+    let mut gone = 0;
+    loop {
+        let n = s
+            .delete_samples_before(i64::MAX, 1000)
+            .await
+            .expect("delete");
+        if n == 0 {
+            break;
+        }
+        gone += n;
+    }
+    assert_eq!(gone, 1501);
+    assert_eq!(s.count_samples(a.seq).await.expect("count"), 0);
 }

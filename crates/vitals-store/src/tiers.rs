@@ -232,11 +232,14 @@ pub struct JobReport {
     pub minute_buckets: u64,
     pub hour_buckets: u64,
     pub late_samples: u64,
+    /// Hot raw samples moved into column blocks.
+    pub compacted: u64,
 }
 
-/// One pass of the rollup job at time `now`: every device's minutes up to `now - LAG_MS`,
-/// then late samples, then hours. Each step is its own short transaction; a failed pass is
-/// simply run again.
+/// One pass of the tier job at time `now`: every device's minutes up to `now - LAG_MS`,
+/// then late samples, then hours, then compaction of rolled-up raw samples into column
+/// blocks ([`crate::block`]). Each step is its own short transaction; a failed pass is simply
+/// run again.
 pub async fn roll_up_all(store: &dyn Store, now: i64) -> Result<JobReport> {
     let to = now.saturating_sub(LAG_MS);
     let mut report = JobReport::default();
@@ -265,6 +268,16 @@ pub async fn roll_up_all(store: &dyn Store, now: i64) -> Result<JobReport> {
         loop {
             let step = store.roll_up(*seq, Tier::Hour, to, HOUR_SPAN_MS).await?;
             report.hour_buckets += step.buckets;
+            tokio::task::yield_now().await;
+            if step.done {
+                break;
+            }
+        }
+    }
+    for seq in &seqs {
+        loop {
+            let step = store.compact(*seq, to).await?;
+            report.compacted += step.samples;
             tokio::task::yield_now().await;
             if step.done {
                 break;
@@ -327,7 +340,7 @@ pub async fn retention(
                 Level::Minute => report.minute += n,
                 Level::Hour => report.hour += n,
             }
-            if n < chunk.max(1) as u64 || stop() {
+            if n == 0 || stop() {
                 break;
             }
             tokio::time::sleep(pause).await;

@@ -306,3 +306,12 @@ pub struct RollStep {
     /// True when the tier's mark reached the target.
     pub done: bool,
 }
+
+/// One step of compaction for one device.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CompactStep {
+    /// Hot samples moved into a block.
+    pub samples: u64,
+    /// True when nothing is left to compact below the limit.
+    pub done: bool,
+}

@@ -18,11 +18,26 @@ CREATE TABLE rollups (
 CREATE TABLE rollup_marks (
     device_seq  INTEGER PRIMARY KEY,
     minute_mark INTEGER,
-    hour_mark   INTEGER
+    hour_mark   INTEGER,
+    -- Raw samples below this may be in `sample_blocks` (inserts check them for replays).
+    block_mark  INTEGER
 );
 
 CREATE TABLE rollup_late (
     device_seq INTEGER NOT NULL,
     ts         INTEGER NOT NULL,
     PRIMARY KEY (device_seq, ts)
+) WITHOUT ROWID;
+
+-- Compact raw storage: older raw samples of one device and one 10-minute window, as one
+-- column block (`vitals_store::block`). Hot rows in `samples` and blocks never hold the
+-- same (device, ts); reads merge both.
+CREATE TABLE sample_blocks (
+    device_seq INTEGER NOT NULL,
+    start_ts   INTEGER NOT NULL,
+    first_ts   INTEGER NOT NULL,
+    last_ts    INTEGER NOT NULL,
+    count      INTEGER NOT NULL,
+    data       BLOB NOT NULL,
+    PRIMARY KEY (device_seq, start_ts)
 ) WITHOUT ROWID;

@@ -188,8 +188,11 @@ pub trait Store: Send + Sync + 'static {
     /// Writes all keys in one transaction.
     async fn put_settings(&self, values: &BTreeMap<String, String>) -> Result<()>;
 
-    /// Bytes the database occupies.
+    /// Bytes the database's live data occupies (free pages excluded).
     async fn size_bytes(&self) -> Result<u64>;
+    /// Gives up to `max_pages` free pages back to the file system (after retention);
+    /// returns how many free pages are left.
+    async fn reclaim_space(&self, max_pages: i64) -> Result<u64>;
     /// Checks the database can answer (for `/healthz`).
     async fn ping(&self) -> Result<()>;
     /// Closes connections, flushing what must be flushed.

@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
+    SqliteAutoVacuum, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteRow, SqliteSynchronous,
 };
 use sqlx::{Row, Sqlite, Transaction};
 
@@ -39,6 +39,7 @@ impl SqliteStore {
         let opts = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
+            .auto_vacuum(SqliteAutoVacuum::Incremental)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
@@ -52,6 +53,7 @@ impl SqliteStore {
     pub async fn open_url(url: &str) -> Result<Self> {
         let opts = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
+            .auto_vacuum(SqliteAutoVacuum::Incremental)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
@@ -888,6 +890,15 @@ impl Store for SqliteStore {
                 .await?;
             n += u64::try_from(count).unwrap_or(0);
         }
+        // Queries read coarser tiers below this, so a half-deleted minute is never read raw.
+        sqlx::query(
+            "UPDATE rollup_marks SET raw_floor = MIN(?1, minute_mark)
+              WHERE minute_mark IS NOT NULL
+                AND (raw_floor IS NULL OR raw_floor < MIN(?1, minute_mark))",
+        )
+        .bind(rollup::bucket_start(before.min(i64::MAX - 1), 60_000))
+        .execute(&mut *tx)
+        .await?;
         self.step("raw retention commit")?;
         tx.commit().await?;
         Ok(n)
@@ -1184,7 +1195,8 @@ impl Store for SqliteStore {
     }
 
     async fn tier_bounds(&self, device_seq: i64) -> Result<TierBounds> {
-        let (raw_lo, min_lo, min_hi, hour_lo, hour_hi): (
+        let (raw_lo, min_lo, min_hi, hour_lo, hour_hi, raw_floor): (
+            Option<i64>,
             Option<i64>,
             Option<i64>,
             Option<i64>,
@@ -1197,7 +1209,8 @@ impl Store for SqliteStore {
                     (SELECT MIN(bucket) FROM rollups WHERE tier = ?2 AND device_seq = ?1),
                     (SELECT minute_mark FROM rollup_marks WHERE device_seq = ?1),
                     (SELECT MIN(bucket) FROM rollups WHERE tier = ?3 AND device_seq = ?1),
-                    (SELECT hour_mark FROM rollup_marks WHERE device_seq = ?1)",
+                    (SELECT hour_mark FROM rollup_marks WHERE device_seq = ?1),
+                    (SELECT raw_floor FROM rollup_marks WHERE device_seq = ?1)",
         )
         .bind(device_seq)
         .bind(Tier::Minute.width_ms())
@@ -1206,6 +1219,7 @@ impl Store for SqliteStore {
         .await?;
         Ok(TierBounds {
             raw_lo,
+            raw_floor,
             minute: min_lo.zip(min_hi),
             hour: hour_lo.zip(hour_hi),
         })
@@ -1296,13 +1310,33 @@ impl Store for SqliteStore {
     }
 
     async fn size_bytes(&self) -> Result<u64> {
-        let pages: i64 = sqlx::query_scalar("PRAGMA page_count")
+        let total: i64 = sqlx::query_scalar("PRAGMA page_count")
             .fetch_one(&self.pool)
             .await?;
+        let free: i64 = sqlx::query_scalar("PRAGMA freelist_count")
+            .fetch_one(&self.pool)
+            .await?;
+        let pages = total - free;
         let size: i64 = sqlx::query_scalar("PRAGMA page_size")
             .fetch_one(&self.pool)
             .await?;
         Ok(u64::try_from(pages.saturating_mul(size)).unwrap_or(0))
+    }
+
+    async fn reclaim_space(&self, max_pages: i64) -> Result<u64> {
+        // A no-op on databases created before auto_vacuum was on; their free pages are
+        // reused by new data instead.
+        let mut conn = self.pool.acquire().await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "PRAGMA incremental_vacuum({})",
+            max_pages.max(1)
+        )))
+        .execute(&mut *conn)
+        .await?;
+        let free: i64 = sqlx::query_scalar("PRAGMA freelist_count")
+            .fetch_one(&mut *conn)
+            .await?;
+        Ok(u64::try_from(free).unwrap_or(0))
     }
 
     async fn ping(&self) -> Result<()> {

@@ -96,8 +96,13 @@ impl Spans {
                 }
             })
             .filter(|(lo, hi)| lo < hi);
-        let raw = b.raw_lo.map(|lo| {
-            if covers(minute, lo) {
+        // Raw is complete from its floor (retention only drops below it), or everywhere
+        // when retention never dropped any; a floor inside a rolled-up bucket moves to that
+        // bucket's end.
+        let raw = Some(b.raw_floor.unwrap_or(i64::MIN)).map(|lo| {
+            if lo == i64::MIN {
+                lo
+            } else if covers(minute, lo) {
                 ceil(lo, Tier::Minute.width_ms())
             } else if covers(hour, lo) {
                 ceil(lo, Tier::Hour.width_ms())
@@ -363,6 +368,8 @@ mod tests {
     struct World {
         end: i64,
         start: i64,
+        /// Raw retention's cut-off (0: never ran).
+        cut: i64,
         raw_lo: i64,
         m_lo: i64,
         m_hi: i64,
@@ -374,6 +381,7 @@ mod tests {
         fn bounds(&self) -> TierBounds {
             TierBounds {
                 raw_lo: (self.raw_lo < self.end).then_some(self.raw_lo),
+                raw_floor: (self.cut > 0).then_some(self.cut),
                 minute: (self.m_lo < self.m_hi).then_some((self.m_lo, self.m_hi)),
                 hour: (self.h_lo < self.h_hi).then_some((self.h_lo, self.h_hi)),
             }
@@ -423,10 +431,12 @@ mod tests {
                 let h_hi = bucket_start(m_hi * hm / 100, H);
                 let m_lo = bucket_start(start, M).max(bucket_start(h_hi * mlo / 100, H));
                 let h_lo = bucket_start(start, H).max(bucket_start(m_lo * hlo / 100, H));
-                let raw_lo = start.max(bucket_start(m_hi * rlo / 100, M));
+                let cut = bucket_start(m_hi * rlo / 100, M);
+                let raw_lo = start.max(cut);
                 World {
                     end,
                     start,
+                    cut,
                     raw_lo,
                     m_lo,
                     m_hi,
@@ -474,6 +484,7 @@ mod tests {
         let w = World {
             end: 5 * H,
             start: 0,
+            cut: 0,
             raw_lo: 0,
             m_lo: 0,
             m_hi: 4 * H + 30 * M,

@@ -292,6 +292,9 @@ pub struct DeliveryRecord {
 pub struct TierBounds {
     /// Oldest raw sample.
     pub raw_lo: Option<i64>,
+    /// Raw samples below this may have been dropped by retention (`None`: none ever were,
+    /// so raw is complete).
+    pub raw_floor: Option<i64>,
     /// Oldest minute bucket and the minute mark.
     pub minute: Option<(i64, i64)>,
     /// Oldest hour bucket and the hour mark.

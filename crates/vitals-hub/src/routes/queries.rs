@@ -13,7 +13,8 @@
 //!   when rollups answer part of the range it comes from their merged sketches, within 0.5 %
 //!   (`approximate: true`). min, max, count and avg are exact either way.
 //!
-//! `from` and `to` are Unix milliseconds or RFC 3339; defaults: the last hour.
+//! `from` and `to` are Unix milliseconds or RFC 3339; defaults: the last hour. Both take
+//! `series=` to answer only some series (exact names, or prefixes ending in `*`).
 
 use std::collections::BTreeMap;
 
@@ -99,6 +100,42 @@ pub struct RangeQuery {
     from: Option<String>,
     to: Option<String>,
     points: Option<String>,
+    series: Option<String>,
+}
+
+/// `series=cpu,mem.pct,disk.*`: which series to answer (exact names, or a prefix before
+/// `*`); all when absent.
+struct SeriesFilter(Option<Vec<String>>);
+
+impl SeriesFilter {
+    fn parse(q: &RangeQuery) -> ApiResult<SeriesFilter> {
+        let Some(list) = q.series.as_deref() else {
+            return Ok(SeriesFilter(None));
+        };
+        let names: Vec<String> = list
+            .split(',')
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .map(str::to_string)
+            .collect();
+        if names.is_empty() || names.len() > 200 || names.iter().any(|n| n.len() > 256) {
+            return Err(ApiError::bad_request(
+                "invalid_series",
+                "`series` must list 1 to 200 series names (each at most 256 bytes), comma-separated; end a name with `*` to match a prefix",
+            ));
+        }
+        Ok(SeriesFilter(Some(names)))
+    }
+
+    fn wants(&self, name: &str) -> bool {
+        match &self.0 {
+            None => true,
+            Some(names) => names.iter().any(|n| match n.strip_suffix('*') {
+                Some(prefix) => name.starts_with(prefix),
+                None => n == name,
+            }),
+        }
+    }
 }
 
 fn parse_time(field: &str, v: &str) -> ApiResult<i64> {
@@ -165,6 +202,7 @@ pub async fn metrics(
             }
         },
     };
+    let filter = SeriesFilter::parse(&q)?;
     let device = find(&state, &id).await?;
     let desired = Level::for_step((to - from) / points as i64);
     let (segments, parts) = read_plan(&state, device.seq, from, to, desired).await?;
@@ -198,9 +236,15 @@ pub async fn metrics(
         } else {
             from + b as i64 * step
         };
-        let e = sums
-            .entry(name.to_string())
-            .or_insert_with(|| (vec![0.0; nbuckets], vec![0; nbuckets]));
+        if !filter.wants(name) {
+            return;
+        }
+        let e = match sums.get_mut(name) {
+            Some(e) => e,
+            None => sums
+                .entry(name.to_string())
+                .or_insert_with(|| (vec![0.0; nbuckets], vec![0; nbuckets])),
+        };
         e.0[b] += sum;
         e.1[b] += count;
     };
@@ -284,6 +328,7 @@ pub async fn stats(
     Query(q): Query<RangeQuery>,
 ) -> ApiResult<impl IntoResponse> {
     let (from, to) = range(&q)?;
+    let filter = SeriesFilter::parse(&q)?;
     let device = find(&state, &id).await?;
     let (segments, parts) = read_plan(&state, device.seq, from, to, Level::Hour).await?;
     let mut values: BTreeMap<String, Vec<f64>> = BTreeMap::new();
@@ -296,13 +341,25 @@ pub async fn stats(
                 for r in rows {
                     let Some(s) = decode(&r.data) else { continue };
                     vitals_proto::series::for_each_series(&s, |name, v| {
-                        values.entry(name.to_string()).or_default().push(v);
+                        if filter.wants(name) {
+                            values.entry(name.to_string()).or_default().push(v);
+                        }
                     });
                 }
             }
             Part::Rollups(rows) => {
                 for (_, series) in rows {
-                    vitals_store::rollup::merge_series(&mut rolled, series);
+                    for (name, r) in series {
+                        if !filter.wants(name) {
+                            continue;
+                        }
+                        match rolled.get_mut(name) {
+                            Some(x) => x.merge(r),
+                            None => {
+                                rolled.insert(name.clone(), r.clone());
+                            }
+                        }
+                    }
                 }
             }
         }

@@ -20,7 +20,9 @@ CREATE TABLE rollup_marks (
     minute_mark INTEGER,
     hour_mark   INTEGER,
     -- Raw samples below this may be in `sample_blocks` (inserts check them for replays).
-    block_mark  INTEGER
+    block_mark  INTEGER,
+    -- Raw samples below this may have been dropped by retention (NULL: none ever were).
+    raw_floor   INTEGER
 );
 
 CREATE TABLE rollup_late (

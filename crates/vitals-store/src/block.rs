@@ -120,7 +120,7 @@ fn print_float(f: f64) -> Option<String> {
     serde_json::Number::from_f64(f).map(|n| n.to_string())
 }
 
-fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
+pub(crate) fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
     put_varint(out, b.len() as u64);
     out.extend_from_slice(b);
 }
@@ -136,15 +136,26 @@ fn take<'a>(r: &mut Reader<'a>) -> Result<&'a [u8], BlockError> {
     Ok(b)
 }
 
-fn pack<T: pco::data_types::Number>(v: &[T]) -> Result<Vec<u8>, BlockError> {
+/// One pco column (empty columns take no bytes).
+pub(crate) fn pack<T: pco::data_types::Number>(v: &[T]) -> Result<Vec<u8>, BlockError> {
+    if v.is_empty() {
+        return Ok(Vec::new());
+    }
     pco::standalone::simple_compress(v, &pco::ChunkConfig::default())
         .map_err(|e| BlockError::Codec(e.to_string()))
 }
 
-fn unpack<T: pco::data_types::Number>(b: &[u8], n: usize) -> Result<Vec<T>, BlockError> {
-    let v: Vec<T> =
-        pco::standalone::simple_decompress(b).map_err(|e| BlockError::Codec(e.to_string()))?;
-    if v.len() != n {
+/// Reads a [`pack`]ed column, checking its length when `n` is given.
+pub(crate) fn unpack<T: pco::data_types::Number>(
+    b: &[u8],
+    n: impl Into<Option<usize>>,
+) -> Result<Vec<T>, BlockError> {
+    let v: Vec<T> = if b.is_empty() {
+        Vec::new()
+    } else {
+        pco::standalone::simple_decompress(b).map_err(|e| BlockError::Codec(e.to_string()))?
+    };
+    if n.into().is_some_and(|n| v.len() != n) {
         return Err(BlockError::Corrupt("column length"));
     }
     Ok(v)

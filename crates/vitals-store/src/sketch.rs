@@ -4,8 +4,8 @@
 //!
 //! Values fall into logarithmic buckets `(γ^(i-1), γ^i]` with `γ = (1+α)/(1-α)`; a quantile is
 //! answered with its bucket's midpoint `2γ^i/(γ+1)`, which is within `α` of every value in
-//! the bucket. With [`ALPHA`] = 0.5 % the p95 of a merge is within 0.5 % of the exact
-//! nearest-rank p95 (the issue asks for 1 %). Negative values use a mirrored set of buckets;
+//! the bucket. With [`ALPHA`] = 1 % the p95 of a merge is within 1 % of the exact
+//! nearest-rank p95, as the issue asks, with half the buckets 0.5 % would need. Negative values use a mirrored set of buckets;
 //! values closer to zero than [`MIN_MAGNITUDE`] count as zero.
 //!
 //! Sketches are stored compactly ([`Sketch::encode`]): a version byte, the zero count, then for
@@ -15,7 +15,7 @@
 use std::collections::BTreeMap;
 
 /// Relative accuracy of quantiles.
-pub const ALPHA: f64 = 0.005;
+pub const ALPHA: f64 = 0.01;
 /// Magnitudes below this count as zero.
 pub const MIN_MAGNITUDE: f64 = 1e-9;
 const VERSION: u8 = 1;
@@ -75,6 +75,17 @@ impl Sketch {
         for (i, c) in &other.neg {
             *self.neg.entry(*i).or_insert(0) += c;
         }
+    }
+
+    /// The zero count and the occupied buckets `(index, count)` of each sign, for column
+    /// storage ([`crate::rollup::encode_block`]).
+    pub fn parts(&self) -> (u64, &BTreeMap<i32, u64>, &BTreeMap<i32, u64>) {
+        (self.zero, &self.pos, &self.neg)
+    }
+
+    /// The inverse of [`Sketch::parts`].
+    pub fn from_parts(zero: u64, pos: BTreeMap<i32, u64>, neg: BTreeMap<i32, u64>) -> Sketch {
+        Sketch { zero, pos, neg }
     }
 
     /// Number of values added.

@@ -676,6 +676,7 @@ impl Store for SqliteStore {
             "DELETE FROM rollup_marks WHERE device_seq = ?",
             "DELETE FROM rollup_late WHERE device_seq = ?",
             "DELETE FROM sample_blocks WHERE device_seq = ?",
+            "DELETE FROM rollup_blocks WHERE device_seq = ?",
         ] {
             sqlx::query(sql).bind(seq).execute(&mut *tx).await?;
         }
@@ -1066,6 +1067,8 @@ impl Store for SqliteStore {
                 .await?
             }
         };
+        // Minutes rolled into an hour move into one compressed block per hour.
+        let mut minute_blocks: Vec<(i64, i64, Vec<u8>)> = Vec::new();
         let (end, buckets) = match first {
             None => (limit, BTreeMap::new()),
             Some(first) => {
@@ -1087,13 +1090,20 @@ impl Store for SqliteStore {
                     }
                     Tier::Hour => {
                         let mut out: BTreeMap<i64, rollup::Series> = BTreeMap::new();
+                        let mut minutes: BTreeMap<i64, Vec<(i64, rollup::Series)>> =
+                            BTreeMap::new();
                         for (b, series) in
                             read_rollups(&mut tx, device_seq, Tier::Minute, start, end).await?
                         {
-                            rollup::merge_series(
-                                out.entry(rollup::bucket_start(b, w)).or_default(),
-                                &series,
-                            );
+                            let h = rollup::bucket_start(b, w);
+                            rollup::merge_series(out.entry(h).or_default(), &series);
+                            minutes.entry(h).or_default().push((b, series));
+                        }
+                        for (h, list) in minutes {
+                            let first = list.first().map_or(h, |m| m.0);
+                            let data = rollup::encode_block(&list)
+                                .map_err(|e| corrupt_block(device_seq, &e))?;
+                            minute_blocks.push((h, first, data));
                         }
                         out
                     }
@@ -1103,6 +1113,18 @@ impl Store for SqliteStore {
         };
         for (b, series) in &buckets {
             write_rollup(&mut tx, device_seq, tier, *b, series).await?;
+        }
+        for (h, first, data) in &minute_blocks {
+            write_minute_block(&mut tx, device_seq, *h, *first, data).await?;
+            sqlx::query(
+                "DELETE FROM rollups WHERE tier = ? AND device_seq = ? AND bucket >= ? AND bucket < ?",
+            )
+            .bind(Tier::Minute.width_ms())
+            .bind(device_seq)
+            .bind(h)
+            .bind(h + Tier::Hour.width_ms())
+            .execute(&mut *tx)
+            .await?;
         }
         self.step("rollup mark")?;
         let column = match tier {
@@ -1206,7 +1228,9 @@ impl Store for SqliteStore {
             "SELECT (SELECT MIN(COALESCE(h.lo, b.lo), COALESCE(b.lo, h.lo)) FROM
                       (SELECT MIN(ts) AS lo FROM samples WHERE device_seq = ?1) h,
                       (SELECT MIN(first_ts) AS lo FROM sample_blocks WHERE device_seq = ?1) b),
-                    (SELECT MIN(bucket) FROM rollups WHERE tier = ?2 AND device_seq = ?1),
+                    (SELECT MIN(COALESCE(r.lo, b.lo), COALESCE(b.lo, r.lo)) FROM
+                      (SELECT MIN(bucket) AS lo FROM rollups WHERE tier = ?2 AND device_seq = ?1) r,
+                      (SELECT MIN(first_bucket) AS lo FROM rollup_blocks WHERE device_seq = ?1) b),
                     (SELECT minute_mark FROM rollup_marks WHERE device_seq = ?1),
                     (SELECT MIN(bucket) FROM rollups WHERE tier = ?3 AND device_seq = ?1),
                     (SELECT hour_mark FROM rollup_marks WHERE device_seq = ?1),
@@ -1242,13 +1266,37 @@ impl Store for SqliteStore {
         };
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         self.step("rollup retention")?;
-        let n = sqlx::query(sql)
+        let mut n = sqlx::query(sql)
             .bind(tier.width_ms())
             .bind(before)
             .bind(limit)
             .execute(&mut *tx)
             .await?
             .rows_affected();
+        if tier == Tier::Minute {
+            // Whole hour blocks of minutes (each counts as its 60 minutes), once the hour tier
+            // holds them.
+            let blocks: Vec<(i64, i64)> = sqlx::query_as(
+                "SELECT b.device_seq, b.hour FROM rollup_marks m
+                   JOIN rollup_blocks b ON b.device_seq = m.device_seq
+                                       AND b.hour + ?3 <= MIN(?1, m.hour_mark)
+                  LIMIT ?2",
+            )
+            .bind(before)
+            .bind((limit / 60).max(1))
+            .bind(Tier::Hour.width_ms())
+            .fetch_all(&mut *tx)
+            .await?;
+            for (seq, hour) in blocks {
+                n += sqlx::query("DELETE FROM rollup_blocks WHERE device_seq = ? AND hour = ?")
+                    .bind(seq)
+                    .bind(hour)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected()
+                    * 60;
+            }
+        }
         tx.commit().await?;
         Ok(n)
     }
@@ -1886,7 +1934,8 @@ async fn read_rollups(
     .bind(to)
     .fetch_all(&mut *conn)
     .await?;
-    rows.into_iter()
+    let mut out: Vec<(i64, rollup::Series)> = rows
+        .into_iter()
         .map(|(b, data)| {
             let series = rollup::decode(&data).map_err(|e| {
                 StoreError::Corrupt(format!(
@@ -1896,7 +1945,48 @@ async fn read_rollups(
             })?;
             Ok((b, series))
         })
-        .collect()
+        .collect::<Result<_>>()?;
+    if tier == Tier::Minute {
+        let hour = Tier::Hour.width_ms();
+        let blocks: Vec<Vec<u8>> = sqlx::query_scalar(
+            "SELECT data FROM rollup_blocks
+              WHERE device_seq = ? AND hour >= ? AND hour < ? ORDER BY hour",
+        )
+        .bind(device_seq)
+        .bind(rollup::bucket_start(from, hour))
+        .bind(to)
+        .fetch_all(&mut *conn)
+        .await?;
+        if !blocks.is_empty() {
+            for data in blocks {
+                let minutes =
+                    rollup::decode_block(&data).map_err(|e| corrupt_block(device_seq, &e))?;
+                out.extend(minutes.into_iter().filter(|(b, _)| (from..to).contains(b)));
+            }
+            out.sort_by_key(|(b, _)| *b);
+        }
+    }
+    Ok(out)
+}
+
+async fn write_minute_block(
+    tx: &mut Transaction<'_, Sqlite>,
+    device_seq: i64,
+    hour: i64,
+    first: i64,
+    data: &[u8],
+) -> Result<()> {
+    sqlx::query(
+        "INSERT OR REPLACE INTO rollup_blocks (device_seq, hour, first_bucket, data)
+         VALUES (?, ?, ?, ?)",
+    )
+    .bind(device_seq)
+    .bind(hour)
+    .bind(first)
+    .bind(data)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 async fn write_rollup(
@@ -1926,6 +2016,29 @@ async fn merge_into_rollup(
     bucket: i64,
     delta: &rollup::Series,
 ) -> Result<()> {
+    if tier == Tier::Minute {
+        let hour = rollup::bucket_start(bucket, Tier::Hour.width_ms());
+        let block: Option<Vec<u8>> =
+            sqlx::query_scalar("SELECT data FROM rollup_blocks WHERE device_seq = ? AND hour = ?")
+                .bind(device_seq)
+                .bind(hour)
+                .fetch_optional(&mut **tx)
+                .await?;
+        if let Some(data) = block {
+            let mut minutes =
+                rollup::decode_block(&data).map_err(|e| corrupt_block(device_seq, &e))?;
+            match minutes.iter_mut().find(|(b, _)| *b == bucket) {
+                Some((_, s)) => rollup::merge_series(s, delta),
+                None => {
+                    minutes.push((bucket, delta.clone()));
+                    minutes.sort_by_key(|(b, _)| *b);
+                }
+            }
+            let first = minutes.first().map_or(bucket, |m| m.0);
+            let data = rollup::encode_block(&minutes).map_err(|e| corrupt_block(device_seq, &e))?;
+            return write_minute_block(tx, device_seq, hour, first, &data).await;
+        }
+    }
     let mut merged = read_rollups(tx, device_seq, tier, bucket, bucket + 1)
         .await?
         .pop()

@@ -10,7 +10,7 @@
 //!   finer data has expired; `sources` says which tier answered which span.
 //! - `/api/stats/{id}?from=&to=` answers count, min, max, avg and p95 per series. Over raw
 //!   samples only, p95 is the exact nearest-rank percentile (the value at rank ceil(0.95 n));
-//!   when rollups answer part of the range it comes from their merged sketches, within 0.5 %
+//!   when rollups answer part of the range it comes from their merged sketches, within 1 %
 //!   (`approximate: true`). min, max, count and avg are exact either way.
 //!
 //! `from` and `to` are Unix milliseconds or RFC 3339; defaults: the last hour. Both take

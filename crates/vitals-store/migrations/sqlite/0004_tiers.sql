@@ -43,3 +43,13 @@ CREATE TABLE sample_blocks (
     data       BLOB NOT NULL,
     PRIMARY KEY (device_seq, start_ts)
 ) WITHOUT ROWID;
+
+-- Minute rollups of an hour the hour tier holds, as one compressed block per device and hour
+-- (`vitals_store::rollup::encode_block`), written in the transaction that rolls the hour up.
+CREATE TABLE rollup_blocks (
+    device_seq   INTEGER NOT NULL,
+    hour         INTEGER NOT NULL,
+    first_bucket INTEGER NOT NULL,
+    data         BLOB NOT NULL,
+    PRIMARY KEY (device_seq, hour)
+) WITHOUT ROWID;

@@ -7,6 +7,11 @@
 //!       --samples-per-batch 1 --warmup 10 --measure 60 --hub-pid 1234
 //! Devices are provisioned with `POST /api/devices` (admin token). Results go to stdout as
 //! JSON. Loopback addresses only.
+//!
+//! `--backfill-secs S` replays history instead (the storage benchmark): every agent sends
+//! its samples of the `S` seconds ending `--backfill-end-ago` seconds ago, one per second of
+//! simulated time, `--samples-per-batch` per message, each message as soon as the previous
+//! one is acknowledged; the report gives the wall time and the hub's CPU for all of it.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -53,6 +58,12 @@ struct Args {
     /// Prefix for device host ids (reuse devices across runs with the same prefix).
     #[arg(long, default_value = "lg")]
     prefix: String,
+    /// Replay this many seconds of history per agent as fast as acks come, then stop.
+    #[arg(long)]
+    backfill_secs: Option<i64>,
+    /// The replayed history ends this many seconds ago.
+    #[arg(long, default_value_t = 900)]
+    backfill_end_ago: i64,
 }
 
 #[derive(Default)]
@@ -73,6 +84,9 @@ async fn main() -> Result<()> {
             .map(|d| (d.host_id, d.token))
             .collect();
     let ws_base = a.hub.replacen("http", "ws", 1);
+    if let Some(secs) = a.backfill_secs {
+        return backfill(&a, &ws_base, tokens, secs).await;
+    }
     let stats = Arc::new(Stats::default());
     let start = Instant::now() + Duration::from_millis(500);
     let measure_from = start + Duration::from_secs(a.warmup);
@@ -86,10 +100,7 @@ async fn main() -> Result<()> {
         // Spread agents evenly over the interval, as real agents are.
         let offset = interval.mul_f64(i as f64 / a.agents.max(1) as f64);
         tasks.push(tokio::spawn(async move {
-            let mut req = format!("{ws_base}/agent?hostId={host_id}").into_client_request()?;
-            req.headers_mut()
-                .insert("authorization", format!("Bearer {token}").parse()?);
-            let (ws, _) = tokio_tungstenite::connect_async(req).await?;
+            let ws = connect(&ws_base, &host_id, &token).await?;
             let (mut tx, mut rx) = ws.split();
             let mut model = HostModel::new(i, 7);
             model.host_id = host_id.clone();
@@ -186,5 +197,113 @@ async fn main() -> Result<()> {
         "hub_rss_mib_peak": rss.last().map(|k| *k as f64 / 1024.0),
     });
     println!("{out}");
+    Ok(())
+}
+
+/// Opens an agent's WebSocket.
+async fn connect(
+    ws_base: &str,
+    host_id: &str,
+    token: &str,
+) -> Result<
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+> {
+    let mut req = format!("{ws_base}/agent?hostId={host_id}").into_client_request()?;
+    req.headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse()?);
+    Ok(tokio_tungstenite::connect_async(req).await?.0)
+}
+
+/// The `--backfill-secs` mode: see the module docs.
+async fn backfill(a: &Args, ws_base: &str, tokens: Vec<(String, String)>, secs: i64) -> Result<()> {
+    let end = vitals_testkit::now_ms() / 1000 * 1000 - a.backfill_end_ago * 1000;
+    let start_ts = end - secs * 1000;
+    let spb = a.samples_per_batch.max(1);
+    let stats = Arc::new(Stats::default());
+    let mut sockets = Vec::with_capacity(tokens.len());
+    for (host_id, token) in &tokens {
+        sockets.push(connect(ws_base, host_id, token).await?);
+    }
+    let cpu0 = a.hub_pid.and_then(procstat::cpu_secs);
+    let t0 = Instant::now();
+    let mut tasks = Vec::new();
+    for (i, (ws, (host_id, _))) in sockets.into_iter().zip(tokens).enumerate() {
+        let stats = Arc::clone(&stats);
+        tasks.push(tokio::spawn(async move {
+            let (mut tx, mut rx) = ws.split();
+            let mut model = HostModel::new(i, 7);
+            model.host_id = host_id;
+            let mut seq = 0u64;
+            let mut ts = start_ts;
+            while ts < end {
+                seq += 1;
+                let mut samples = Vec::with_capacity(spb);
+                while samples.len() < spb && ts < end {
+                    samples.push(model.step(ts));
+                    ts += 1000;
+                }
+                let n = samples.len() as u64;
+                let text = serde_json::to_string(&AgentMessage::Metrics { seq, samples })?;
+                let sent = Instant::now();
+                tx.send(Message::Text(text.into())).await?;
+                loop {
+                    match rx.next().await {
+                        Some(Ok(Message::Text(t))) if t.as_str().contains("\"ack\"") => break,
+                        Some(Ok(Message::Text(t))) => {
+                            anyhow::bail!("not acknowledged: {}", t.as_str())
+                        }
+                        Some(Ok(_)) => continue,
+                        _ => anyhow::bail!("socket closed"),
+                    }
+                }
+                stats.acked_samples.fetch_add(n, Ordering::Relaxed);
+                let us = u32::try_from(sent.elapsed().as_micros()).unwrap_or(u32::MAX);
+                stats.latencies_us.lock().await.push(us);
+            }
+            anyhow::Ok(())
+        }));
+    }
+    let mut failed = 0;
+    for t in tasks {
+        match t.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                if failed == 0 {
+                    eprintln!("agent failed: {e:#}");
+                }
+                failed += 1;
+            }
+            Err(_) => failed += 1,
+        }
+    }
+    let wall = t0.elapsed().as_secs_f64();
+    let cpu = a
+        .hub_pid
+        .and_then(procstat::cpu_secs)
+        .zip(cpu0)
+        .map(|(b, a)| b - a);
+    let samples = stats.acked_samples.load(Ordering::Relaxed) as f64;
+    let mut lat = std::mem::take(&mut *stats.latencies_us.lock().await);
+    lat.sort_unstable();
+    let values = samples * VALUES_PER_SAMPLE as f64;
+    println!(
+        "{}",
+        json!({
+            "mode": "backfill",
+            "agents": a.agents,
+            "samples_per_batch": spb,
+            "history_start_ms": start_ts,
+            "history_end_ms": end,
+            "acked_samples": samples,
+            "acked_values": values,
+            "wall_s": wall,
+            "values_per_s": values / wall,
+            "failed_agents": failed,
+            "ack_ms_p50": procstat::percentile_ms(&lat, 0.50),
+            "ack_ms_p99": procstat::percentile_ms(&lat, 0.99),
+            "hub_cpu_s": cpu,
+            "hub_cpu_s_per_million_values": cpu.map(|c| c * 1e6 / values.max(1.0)),
+        })
+    );
     Ok(())
 }

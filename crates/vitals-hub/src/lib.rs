@@ -318,8 +318,34 @@ pub async fn roll_up(state: &AppState) {
             metrics::counter!(telemetry::ROLLUP_LATE).increment(r.late_samples);
             metrics::counter!(telemetry::COMPACTED).increment(r.compacted);
             tracing::debug!(?r, "rollup pass");
+            if r.compacted > 0 {
+                reclaim(state, 0.25).await;
+            }
         }
         Err(e) => tracing::warn!(error = %e, "rollup pass failed; the next one resumes it"),
+    }
+}
+
+/// Gives free pages back to the file system, a little at a time (each step holds the write
+/// lock), when more than `min_free` (a fraction) of the file is free: compaction frees the
+/// rows it moved, retention what it dropped.
+async fn reclaim(state: &AppState, min_free: f64) {
+    let (Ok(live), Ok(free)) = (
+        state.store.size_bytes().await,
+        state.store.free_bytes().await,
+    ) else {
+        return;
+    };
+    if free == 0 || (free as f64) < min_free * (live.saturating_add(free) as f64) {
+        return;
+    }
+    let mut left = u64::MAX;
+    while !state.shutdown.is_cancelled() {
+        match state.store.reclaim_space(256).await {
+            Ok(n) if n > 0 && n < left => left = n,
+            _ => break,
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
     }
 }
 
@@ -356,15 +382,7 @@ pub async fn retention(state: &AppState) {
                     hour = r.hour,
                     "retention pass"
                 );
-                // Give the space back a little at a time: each step holds the write lock.
-                let mut left = u64::MAX;
-                while !state.shutdown.is_cancelled() {
-                    match state.store.reclaim_space(256).await {
-                        Ok(n) if n > 0 && n < left => left = n,
-                        _ => break,
-                    }
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
+                reclaim(state, 0.0).await;
             }
         }
         Err(e) => tracing::warn!(error = %e, "retention pass failed; will retry"),

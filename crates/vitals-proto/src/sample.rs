@@ -177,6 +177,84 @@ pub struct Container {
 }
 
 /// Accepts an RFC 3339 string or a number of Unix milliseconds.
+impl MetricSample {
+    /// Visits every `f64` of the sample (present optional ones included), in a fixed order:
+    /// storage uses it to refill a parsed template from numeric columns.
+    pub fn numbers_mut(&mut self, mut f: impl FnMut(&mut f64)) {
+        let c = &mut self.cpu;
+        f(&mut c.total);
+        c.per_core.iter_mut().for_each(&mut f);
+        for v in [&mut c.user, &mut c.system, &mut c.iowait, &mut c.steal] {
+            v.iter_mut().for_each(&mut f);
+        }
+        f(&mut self.mem.used);
+        f(&mut self.mem.total);
+        self.mem.available.iter_mut().for_each(&mut f);
+        for d in &mut self.disk {
+            f(&mut d.used);
+            f(&mut d.total);
+            d.inodes_used.iter_mut().for_each(&mut f);
+            d.inodes_total.iter_mut().for_each(&mut f);
+        }
+        f(&mut self.net.tx_bps);
+        f(&mut self.net.rx_bps);
+        f(&mut self.uptime_sec);
+        f(&mut self.proc_count);
+        if let Some(s) = &mut self.swap {
+            f(&mut s.used);
+            f(&mut s.total);
+        }
+        if let Some(l) = &mut self.load {
+            f(&mut l.one);
+            f(&mut l.five);
+            f(&mut l.fifteen);
+        }
+        for d in &mut self.disk_io {
+            for v in [
+                &mut d.read_bps,
+                &mut d.write_bps,
+                &mut d.read_iops,
+                &mut d.write_iops,
+            ] {
+                f(v);
+            }
+        }
+        for n in &mut self.net_ifaces {
+            for v in [
+                &mut n.rx_bps,
+                &mut n.tx_bps,
+                &mut n.rx_pps,
+                &mut n.tx_pps,
+                &mut n.rx_errs,
+                &mut n.tx_errs,
+            ] {
+                f(v);
+            }
+        }
+        for t in &mut self.temps {
+            f(&mut t.celsius);
+        }
+        for g in &mut self.gpus {
+            f(&mut g.util);
+            f(&mut g.mem_used);
+            f(&mut g.mem_total);
+            g.temp_c.iter_mut().for_each(&mut f);
+            g.power_w.iter_mut().for_each(&mut f);
+        }
+        for c in &mut self.containers {
+            for v in [
+                &mut c.cpu,
+                &mut c.mem_bytes,
+                &mut c.net_rx_bps,
+                &mut c.net_tx_bps,
+            ] {
+                f(v);
+            }
+        }
+        self.docker_size.iter_mut().for_each(&mut f);
+    }
+}
+
 fn de_timestamp<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]

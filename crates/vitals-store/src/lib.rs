@@ -132,6 +132,22 @@ pub trait Store: Send + Sync + 'static {
         to: i64,
         limit: i64,
     ) -> Result<Vec<StoredSample>>;
+    /// Samples of one device with `from <= ts <= to`, oldest first, decoded (for queries);
+    /// samples that are not `MetricSample`s are left out. Backends with column blocks decode
+    /// those without going through JSON.
+    async fn samples_decoded(
+        &self,
+        device_seq: i64,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<(i64, vitals_proto::MetricSample)>> {
+        Ok(self
+            .samples(device_seq, from, to)
+            .await?
+            .into_iter()
+            .filter_map(|s| Some((s.ts, serde_json::from_slice(&s.data).ok()?)))
+            .collect())
+    }
     /// Number of samples of one device (for tests and stats).
     async fn count_samples(&self, device_seq: i64) -> Result<i64>;
     /// Number of samples of one device with `from <= ts <= to` (to bound a query before
@@ -173,6 +189,23 @@ pub trait Store: Send + Sync + 'static {
         from: i64,
         to: i64,
     ) -> Result<Vec<(i64, rollup::Series)>>;
+    /// [`Store::rollups`] with every sketch left empty: for history charts, which need only
+    /// min, max, sum, count and last (decoding sketches is most of the cost).
+    async fn rollup_sums(
+        &self,
+        device_seq: i64,
+        tier: Tier,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<(i64, rollup::Series)>> {
+        let mut rows = self.rollups(device_seq, tier, from, to).await?;
+        for (_, series) in &mut rows {
+            for r in series.values_mut() {
+                r.sketch = sketch::Sketch::new();
+            }
+        }
+        Ok(rows)
+    }
     /// What each level of the device holds.
     async fn tier_bounds(&self, device_seq: i64) -> Result<TierBounds>;
     /// Deletes at most `limit` rollups of `tier` with `bucket < before`; minute rollups only
@@ -190,6 +223,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// Bytes the database's live data occupies (free pages excluded).
     async fn size_bytes(&self) -> Result<u64>;
+    /// Bytes of free pages (kept by the file for reuse).
+    async fn free_bytes(&self) -> Result<u64> {
+        Ok(0)
+    }
     /// Gives up to `max_pages` free pages back to the file system (after retention);
     /// returns how many free pages are left.
     async fn reclaim_space(&self, max_pages: i64) -> Result<u64>;

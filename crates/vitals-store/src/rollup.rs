@@ -200,6 +200,12 @@ pub fn encode(series: &Series) -> Vec<u8> {
 
 /// Reads [`encode`]'s form.
 pub fn decode(bytes: &[u8]) -> Result<Series, DecodeError> {
+    decode_with(bytes, true)
+}
+
+/// [`decode`], leaving every sketch empty unless `sketches` (for queries that need only
+/// min, max, sum, count and last: much cheaper).
+pub fn decode_with(bytes: &[u8], sketches: bool) -> Result<Series, DecodeError> {
     let mut r = Reader { bytes, at: 0 };
     if r.byte()? != SERIES_VERSION {
         return Err(DecodeError("unknown rollup version"));
@@ -225,7 +231,12 @@ pub fn decode(bytes: &[u8]) -> Result<Series, DecodeError> {
         let count = r.varint()?;
         let z = r.varint()?;
         let last_ts = ((z >> 1) as i64) ^ -((z & 1) as i64);
-        let sketch = Sketch::decode(take(&mut r)?)?;
+        let sk = take(&mut r)?;
+        let sketch = if sketches {
+            Sketch::decode(sk)?
+        } else {
+            Sketch::new()
+        };
         out.insert(
             name,
             Rollup {
@@ -313,6 +324,14 @@ pub fn encode_block(buckets: &[(i64, Series)]) -> Result<Vec<u8>, crate::block::
 
 /// Reads [`encode_block`]'s form: the buckets, oldest first.
 pub fn decode_block(bytes: &[u8]) -> Result<Vec<(i64, Series)>, crate::block::BlockError> {
+    decode_block_with(bytes, true)
+}
+
+/// [`decode_block`], leaving sketches empty unless `sketches`.
+pub fn decode_block_with(
+    bytes: &[u8],
+    sketches: bool,
+) -> Result<Vec<(i64, Series)>, crate::block::BlockError> {
     use crate::block::{BlockError, unpack};
     let bad = |m| BlockError::Corrupt(m);
     let mut r = Reader { bytes, at: 0 };
@@ -360,10 +379,19 @@ pub fn decode_block(bytes: &[u8]) -> Result<Vec<(i64, Series)>, crate::block::Bl
             .ok_or(BlockError::Corrupt("bucket count"))
     };
     let (tp, tn) = (sizes(&npos)?, sizes(&nneg)?);
-    let pos_i = ints(&mut r, Some(tp))?;
-    let pos_c = ints(&mut r, Some(tp))?;
-    let neg_i = ints(&mut r, Some(tn))?;
-    let neg_c = ints(&mut r, Some(tn))?;
+    let (pos_i, pos_c, neg_i, neg_c) = if sketches {
+        (
+            ints(&mut r, Some(tp))?,
+            ints(&mut r, Some(tp))?,
+            ints(&mut r, Some(tn))?,
+            ints(&mut r, Some(tn))?,
+        )
+    } else {
+        for _ in 0..4 {
+            take(&mut r)?;
+        }
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new())
+    };
     if r.at != bytes.len() {
         return Err(bad("trailing bytes"));
     }
@@ -382,14 +410,19 @@ pub fn decode_block(bytes: &[u8]) -> Result<Vec<(i64, Series)>, crate::block::Bl
     let (mut cell, mut p, mut q) = (0usize, 0usize, 0usize);
     for (name, k) in names.iter().zip(&per_series) {
         for _ in 0..*k {
-            let (np, nn) = (npos[cell] as usize, nneg[cell] as usize);
-            let sketch = Sketch::from_parts(
-                u64::try_from(zero[cell]).map_err(|_| bad("zero count"))?,
-                side(&pos_i[p..p + np], &pos_c[p..p + np])?,
-                side(&neg_i[q..q + nn], &neg_c[q..q + nn])?,
-            );
-            p += np;
-            q += nn;
+            let sketch = if sketches {
+                let (np, nn) = (npos[cell] as usize, nneg[cell] as usize);
+                let sk = Sketch::from_parts(
+                    u64::try_from(zero[cell]).map_err(|_| bad("zero count"))?,
+                    side(&pos_i[p..p + np], &pos_c[p..p + np])?,
+                    side(&neg_i[q..q + nn], &neg_c[q..q + nn])?,
+                );
+                p += np;
+                q += nn;
+                sk
+            } else {
+                Sketch::new()
+            };
             let b = bucket[cell];
             out.entry(b).or_default().insert(
                 name.clone(),

@@ -778,6 +778,52 @@ impl Store for SqliteStore {
         Ok(merge_sorted(hot, cold, usize::MAX))
     }
 
+    async fn samples_decoded(
+        &self,
+        device_seq: i64,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<(i64, vitals_proto::MetricSample)>> {
+        let mut conn = self.pool.acquire().await?;
+        let blocks: Vec<Vec<u8>> = sqlx::query_scalar(
+            "SELECT data FROM sample_blocks
+              WHERE device_seq = ? AND last_ts >= ? AND first_ts <= ? ORDER BY start_ts",
+        )
+        .bind(device_seq)
+        .bind(from)
+        .bind(to)
+        .fetch_all(&mut *conn)
+        .await?;
+        let mut out = Vec::new();
+        for data in blocks {
+            let samples =
+                block::decode_samples(&data).map_err(|e| corrupt_block(device_seq, &e))?;
+            out.extend(
+                samples
+                    .into_iter()
+                    .filter(|(ts, _)| (from..=to).contains(ts)),
+            );
+        }
+        let rows = sqlx::query(
+            "SELECT ts, data FROM samples WHERE device_seq = ? AND ts BETWEEN ? AND ? ORDER BY ts",
+        )
+        .bind(device_seq)
+        .bind(from)
+        .bind(to)
+        .fetch_all(&mut *conn)
+        .await?;
+        let cold = out.len();
+        for s in stored_samples(&rows)? {
+            if let Ok(m) = serde_json::from_slice(&s.data) {
+                out.push((s.ts, m));
+            }
+        }
+        if cold > 0 && out.len() > cold {
+            out.sort_by_key(|(ts, _)| *ts);
+        }
+        Ok(out)
+    }
+
     async fn count_samples(&self, device_seq: i64) -> Result<i64> {
         Ok(sqlx::query_scalar(
             "SELECT (SELECT COUNT(*) FROM samples WHERE device_seq = ?1)
@@ -1159,17 +1205,26 @@ impl Store for SqliteStore {
             return Ok(0);
         }
         self.step("late read")?;
-        let mut by_device: BTreeMap<i64, Vec<StoredSample>> = BTreeMap::new();
+        // The chosen rows are, per device, a run of its oldest late samples: one range each.
+        let mut ranges: BTreeMap<i64, (i64, i64)> = BTreeMap::new();
         for (seq, ts) in &late {
-            let row = sqlx::query("SELECT ts, data FROM samples WHERE device_seq = ? AND ts = ?")
-                .bind(seq)
-                .bind(ts)
-                .fetch_optional(&mut *tx)
-                .await?;
-            let list = by_device.entry(*seq).or_default();
-            if let Some(row) = row {
-                list.extend(stored_samples(&[row])?);
-            }
+            let r = ranges.entry(*seq).or_insert((*ts, *ts));
+            r.0 = r.0.min(*ts);
+            r.1 = r.1.max(*ts);
+        }
+        let mut by_device: BTreeMap<i64, Vec<StoredSample>> = BTreeMap::new();
+        for (seq, (lo, hi)) in &ranges {
+            let rows = sqlx::query(
+                "SELECT s.ts, s.data FROM rollup_late l
+                   JOIN samples s ON s.device_seq = l.device_seq AND s.ts = l.ts
+                  WHERE l.device_seq = ? AND l.ts BETWEEN ? AND ? ORDER BY l.ts",
+            )
+            .bind(seq)
+            .bind(lo)
+            .bind(hi)
+            .fetch_all(&mut *tx)
+            .await?;
+            by_device.insert(*seq, stored_samples(&rows)?);
         }
         for (seq, samples) in &by_device {
             let hour_mark: Option<i64> =
@@ -1193,10 +1248,11 @@ impl Store for SqliteStore {
             }
         }
         self.step("late hour merge")?;
-        for (seq, ts) in &late {
-            sqlx::query("DELETE FROM rollup_late WHERE device_seq = ? AND ts = ?")
+        for (seq, (lo, hi)) in &ranges {
+            sqlx::query("DELETE FROM rollup_late WHERE device_seq = ? AND ts BETWEEN ? AND ?")
                 .bind(seq)
-                .bind(ts)
+                .bind(lo)
+                .bind(hi)
                 .execute(&mut *tx)
                 .await?;
         }
@@ -1214,6 +1270,17 @@ impl Store for SqliteStore {
     ) -> Result<Vec<(i64, rollup::Series)>> {
         let mut conn = self.pool.acquire().await?;
         read_rollups(&mut conn, device_seq, tier, from, to).await
+    }
+
+    async fn rollup_sums(
+        &self,
+        device_seq: i64,
+        tier: Tier,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<(i64, rollup::Series)>> {
+        let mut conn = self.pool.acquire().await?;
+        read_rollups_with(&mut conn, device_seq, tier, from, to, false).await
     }
 
     async fn tier_bounds(&self, device_seq: i64) -> Result<TierBounds> {
@@ -1369,6 +1436,16 @@ impl Store for SqliteStore {
             .fetch_one(&self.pool)
             .await?;
         Ok(u64::try_from(pages.saturating_mul(size)).unwrap_or(0))
+    }
+
+    async fn free_bytes(&self) -> Result<u64> {
+        let free: i64 = sqlx::query_scalar("PRAGMA freelist_count")
+            .fetch_one(&self.pool)
+            .await?;
+        let size: i64 = sqlx::query_scalar("PRAGMA page_size")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(u64::try_from(free.saturating_mul(size)).unwrap_or(0))
     }
 
     async fn reclaim_space(&self, max_pages: i64) -> Result<u64> {
@@ -1924,6 +2001,17 @@ async fn read_rollups(
     from: i64,
     to: i64,
 ) -> Result<Vec<(i64, rollup::Series)>> {
+    read_rollups_with(conn, device_seq, tier, from, to, true).await
+}
+
+async fn read_rollups_with(
+    conn: &mut sqlx::SqliteConnection,
+    device_seq: i64,
+    tier: Tier,
+    from: i64,
+    to: i64,
+    sketches: bool,
+) -> Result<Vec<(i64, rollup::Series)>> {
     let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(
         "SELECT bucket, data FROM rollups
           WHERE tier = ? AND device_seq = ? AND bucket >= ? AND bucket < ? ORDER BY bucket",
@@ -1937,7 +2025,7 @@ async fn read_rollups(
     let mut out: Vec<(i64, rollup::Series)> = rows
         .into_iter()
         .map(|(b, data)| {
-            let series = rollup::decode(&data).map_err(|e| {
+            let series = rollup::decode_with(&data, sketches).map_err(|e| {
                 StoreError::Corrupt(format!(
                     "{} rollup of device {device_seq} at {b}: {e}",
                     tier.name()
@@ -1959,8 +2047,8 @@ async fn read_rollups(
         .await?;
         if !blocks.is_empty() {
             for data in blocks {
-                let minutes =
-                    rollup::decode_block(&data).map_err(|e| corrupt_block(device_seq, &e))?;
+                let minutes = rollup::decode_block_with(&data, sketches)
+                    .map_err(|e| corrupt_block(device_seq, &e))?;
                 out.extend(minutes.into_iter().filter(|(b, _)| (from..to).contains(b)));
             }
             out.sort_by_key(|(b, _)| *b);

@@ -16,6 +16,9 @@ use crate::telemetry;
 
 /// Most batches in one group commit.
 const MAX_GROUP: usize = 1024;
+/// Most samples in one group commit: a replaying fleet (1,000 agents sending 300 samples
+/// each) must not hold the write lock for seconds.
+const MAX_GROUP_SAMPLES: usize = 20_000;
 /// Batches waiting for the writer before submitters wait (back-pressure).
 const QUEUE: usize = 4096;
 
@@ -88,17 +91,20 @@ async fn run(
             }
         };
         let Some(first) = first else { break };
+        let mut samples = first.batch.samples.len();
         group.push(first);
         let deadline = tokio::time::Instant::now() + window;
-        while group.len() < MAX_GROUP {
-            match rx.try_recv() {
-                Ok(r) => group.push(r),
+        while group.len() < MAX_GROUP && samples < MAX_GROUP_SAMPLES {
+            let next = match rx.try_recv() {
+                Ok(r) => r,
                 Err(_) if window.is_zero() || shutdown.is_cancelled() => break,
                 Err(_) => match tokio::time::timeout_at(deadline, rx.recv()).await {
-                    Ok(Some(r)) => group.push(r),
+                    Ok(Some(r)) => r,
                     _ => break,
                 },
-            }
+            };
+            samples += next.batch.samples.len();
+            group.push(next);
         }
         commit(&*store, &events, &mut group).await;
     }

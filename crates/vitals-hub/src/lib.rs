@@ -341,7 +341,7 @@ async fn reclaim(state: &AppState, min_free: f64) {
     }
     let mut left = u64::MAX;
     while !state.shutdown.is_cancelled() {
-        match state.store.reclaim_space(256).await {
+        match state.store.reclaim_space(2048).await {
             Ok(n) if n > 0 && n < left => left = n,
             _ => break,
         }

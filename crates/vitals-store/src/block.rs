@@ -163,6 +163,11 @@ pub(crate) fn unpack<T: pco::data_types::Number>(
     Ok(v)
 }
 
+/// Column `j` of a skeleton's rows.
+fn column<T>(rows: &[Vec<Num>], j: usize, f: impl Fn(Option<&Num>) -> T) -> Vec<T> {
+    rows.iter().map(|r| f(r.get(j))).collect()
+}
+
 /// Encodes samples (sorted by time, distinct times) into a block.
 pub fn encode(samples: &[StoredSample]) -> Result<Vec<u8>, BlockError> {
     let mut out = Vec::with_capacity(64 + samples.len() * 64);
@@ -203,26 +208,14 @@ pub fn encode(samples: &[StoredSample]) -> Result<Vec<u8>, BlockError> {
             .count();
         for j in 0..width {
             let bytes = match rows.first().and_then(|r| r.get(j)) {
-                Some(Num::Int(_)) => {
-                    let col: Vec<i64> = rows
-                        .iter()
-                        .map(|r| match r.get(j) {
-                            Some(Num::Int(i)) => *i,
-                            _ => 0,
-                        })
-                        .collect();
-                    pack(&col)?
-                }
-                _ => {
-                    let col: Vec<f64> = rows
-                        .iter()
-                        .map(|r| match r.get(j) {
-                            Some(Num::Float(f)) => *f,
-                            _ => 0.0,
-                        })
-                        .collect();
-                    pack(&col)?
-                }
+                Some(Num::Int(_)) => pack(&column(rows, j, |n| match n {
+                    Some(Num::Int(i)) => *i,
+                    _ => 0,
+                }))?,
+                _ => pack(&column(rows, j, |n| match n {
+                    Some(Num::Float(f)) => *f,
+                    _ => 0.0,
+                }))?,
             };
             put_bytes(&mut out, &bytes);
         }
@@ -282,7 +275,8 @@ impl Parsed<'_> {
     }
 }
 
-fn parse(bytes: &[u8]) -> Result<Parsed<'_>, BlockError> {
+/// The version, the sample count and the timestamp column: `(reader after them, ts)`.
+fn head(bytes: &[u8]) -> Result<(Reader<'_>, Vec<i64>), BlockError> {
     let mut r = Reader { bytes, at: 0 };
     if r.byte()? != VERSION {
         return Err(BlockError::Corrupt("unknown version"));
@@ -291,7 +285,13 @@ fn parse(bytes: &[u8]) -> Result<Parsed<'_>, BlockError> {
     if n > bytes.len() * 64 {
         return Err(BlockError::Corrupt("count larger than the data"));
     }
-    let ts: Vec<i64> = unpack(take(&mut r)?, n)?;
+    let ts = unpack(take(&mut r)?, n)?;
+    Ok((r, ts))
+}
+
+fn parse(bytes: &[u8]) -> Result<Parsed<'_>, BlockError> {
+    let (mut r, ts) = head(bytes)?;
+    let n = ts.len();
     let nskel = usize::try_from(r.varint()?).map_err(|_| BlockError::Corrupt("count"))?;
     if nskel > bytes.len() {
         return Err(BlockError::Corrupt("skeleton count"));
@@ -449,15 +449,7 @@ pub fn decode_samples(bytes: &[u8]) -> Result<Vec<(i64, MetricSample)>, BlockErr
 
 /// Only the timestamps of a block (cheap: the first column).
 pub fn timestamps(bytes: &[u8]) -> Result<Vec<i64>, BlockError> {
-    let mut r = Reader { bytes, at: 0 };
-    if r.byte()? != VERSION {
-        return Err(BlockError::Corrupt("unknown version"));
-    }
-    let n = usize::try_from(r.varint()?).map_err(|_| BlockError::Corrupt("count"))?;
-    if n > bytes.len() * 64 {
-        return Err(BlockError::Corrupt("count larger than the data"));
-    }
-    unpack(take(&mut r)?, n)
+    Ok(head(bytes)?.1)
 }
 
 #[cfg(test)]

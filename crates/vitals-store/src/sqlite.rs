@@ -40,6 +40,8 @@ impl SqliteStore {
             .filename(path)
             .create_if_missing(true)
             .auto_vacuum(SqliteAutoVacuum::Incremental)
+            // The WAL file is cut back to 64 MiB after checkpoints instead of keeping its peak.
+            .pragma("journal_size_limit", "67108864")
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
@@ -54,6 +56,8 @@ impl SqliteStore {
         let opts = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
             .auto_vacuum(SqliteAutoVacuum::Incremental)
+            // The WAL file is cut back to 64 MiB after checkpoints instead of keeping its peak.
+            .pragma("journal_size_limit", "67108864")
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
@@ -1892,19 +1896,31 @@ fn merge_sorted(a: Vec<StoredSample>, b: Vec<StoredSample>, limit: usize) -> Vec
     out
 }
 
-/// Drops from `rows` the samples already stored in blocks (replays of compacted data).
-async fn drop_compacted(
+/// A per-device mark of `rollup_marks`.
+#[derive(Clone, Copy)]
+enum Mark {
+    Minute,
+    Block,
+}
+
+/// The `mark` of each of the devices that has one.
+async fn marks_of(
     tx: &mut Transaction<'_, Sqlite>,
-    rows: &mut Vec<(usize, i64, i64, &[u8])>,
-) -> Result<()> {
-    let mut seqs: Vec<i64> = rows.iter().map(|r| r.1).collect();
+    mark: Mark,
+    seqs: impl Iterator<Item = i64>,
+) -> Result<std::collections::HashMap<i64, i64>> {
+    let column = match mark {
+        Mark::Minute => "minute_mark",
+        Mark::Block => "block_mark",
+    };
+    let mut seqs: Vec<i64> = seqs.collect();
     seqs.sort_unstable();
     seqs.dedup();
-    let mut marks: std::collections::HashMap<i64, i64> = std::collections::HashMap::new();
+    let mut marks = std::collections::HashMap::new();
     for chunk in seqs.chunks(900) {
-        let mut sql = String::from(
-            "SELECT device_seq, block_mark FROM rollup_marks
-              WHERE block_mark IS NOT NULL AND device_seq IN (",
+        let mut sql = format!(
+            "SELECT device_seq, {column} FROM rollup_marks
+              WHERE {column} IS NOT NULL AND device_seq IN ("
         );
         for k in 0..chunk.len() {
             sql.push_str(if k == 0 { "?" } else { ",?" });
@@ -1916,6 +1932,15 @@ async fn drop_compacted(
         }
         marks.extend(q.fetch_all(&mut **tx).await?);
     }
+    Ok(marks)
+}
+
+/// Drops from `rows` the samples already stored in blocks (replays of compacted data).
+async fn drop_compacted(
+    tx: &mut Transaction<'_, Sqlite>,
+    rows: &mut Vec<(usize, i64, i64, &[u8])>,
+) -> Result<()> {
+    let marks = marks_of(tx, Mark::Block, rows.iter().map(|r| r.1)).await?;
     if marks.is_empty() {
         return Ok(());
     }
@@ -1956,25 +1981,7 @@ async fn mark_late(tx: &mut Transaction<'_, Sqlite>, inserted: &[(i64, i64)]) ->
     if inserted.is_empty() {
         return Ok(());
     }
-    let mut seqs: Vec<i64> = inserted.iter().map(|k| k.0).collect();
-    seqs.sort_unstable();
-    seqs.dedup();
-    let mut marks: std::collections::HashMap<i64, i64> = std::collections::HashMap::new();
-    for chunk in seqs.chunks(900) {
-        let mut sql = String::from(
-            "SELECT device_seq, minute_mark FROM rollup_marks
-              WHERE minute_mark IS NOT NULL AND device_seq IN (",
-        );
-        for k in 0..chunk.len() {
-            sql.push_str(if k == 0 { "?" } else { ",?" });
-        }
-        sql.push(')');
-        let mut q = sqlx::query_as::<_, (i64, i64)>(sqlx::AssertSqlSafe(sql));
-        for seq in chunk {
-            q = q.bind(*seq);
-        }
-        marks.extend(q.fetch_all(&mut **tx).await?);
-    }
+    let marks = marks_of(tx, Mark::Minute, inserted.iter().map(|k| k.0)).await?;
     let late: Vec<&(i64, i64)> = inserted
         .iter()
         .filter(|(seq, ts)| marks.get(seq).is_some_and(|m| ts < m))

@@ -18,8 +18,6 @@
 
 use std::collections::HashMap;
 
-use vitals_proto::MetricSample;
-
 use crate::StoredSample;
 use crate::sketch::{DecodeError, Reader, put_varint};
 
@@ -236,13 +234,6 @@ impl Col {
             Col::Float(v) => print_float(v[row]).ok_or(BlockError::Corrupt("non-finite number")),
         }
     }
-
-    fn value(&self, row: usize) -> f64 {
-        match self {
-            Col::Int(v) => v[row] as f64,
-            Col::Float(v) => v[row],
-        }
-    }
 }
 
 /// A block, parsed but not yet turned back into samples.
@@ -355,98 +346,6 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<StoredSample>, BlockError> {
         .collect()
 }
 
-/// Marks float slot `j` in a template: far beyond any metric, so never a real value.
-fn sentinel(j: usize) -> f64 {
-    1e300 * (j as f64 + 1.0)
-}
-
-/// Decodes a block straight into `MetricSample`s (for queries), without printing and parsing
-/// JSON per sample: each skeleton is parsed once, with sentinels in its number slots, and
-/// every sample refills that template from the columns. Samples of a skeleton whose first
-/// sample does not come back byte-exactly this way (JSON the hub did not write) go through
-/// JSON; samples that are not `MetricSample`s are left out.
-pub fn decode_samples(bytes: &[u8]) -> Result<Vec<(i64, MetricSample)>, BlockError> {
-    let p = parse(bytes)?;
-    let mut templates: Vec<Option<(MetricSample, Vec<Option<usize>>)>> = Vec::new();
-    for skel in &p.skeletons {
-        let mut text = Vec::with_capacity(skel.len() * 2);
-        let mut j = 0;
-        for b in skel.iter() {
-            match *b {
-                FLOAT => {
-                    text.extend_from_slice(format!("{:e}", sentinel(j)).as_bytes());
-                    j += 1;
-                }
-                INT => {
-                    text.extend_from_slice(j.to_string().as_bytes());
-                    j += 1;
-                }
-                c => text.push(c),
-            }
-        }
-        let t = serde_json::from_slice::<MetricSample>(&text)
-            .ok()
-            .map(|mut t| {
-                let mut map = Vec::new();
-                t.numbers_mut(|v| {
-                    map.push((*v >= 1e300).then(|| (*v / 1e300).round() as usize - 1));
-                });
-                (t, map)
-            });
-        templates.push(t);
-    }
-    let fill = |i: usize| -> Option<MetricSample> {
-        let k = p.which[i] as usize;
-        let (t, map) = templates[k].as_ref()?;
-        let mut s = t.clone();
-        s.ts = p.ts[i];
-        let cols = &p.columns[k];
-        let row = p.rows[i];
-        let mut m = map.iter();
-        let mut ok = true;
-        s.numbers_mut(|v| match m.next() {
-            Some(Some(j)) => match cols.get(*j) {
-                Some(c) => *v = c.value(row),
-                None => ok = false,
-            },
-            Some(None) => {}
-            None => ok = false,
-        });
-        ok.then_some(s)
-    };
-    // Per skeleton: does its first sample come back byte-exactly from the template?
-    let exact: Vec<bool> = (0..p.skeletons.len())
-        .map(|k| {
-            p.which
-                .iter()
-                .position(|w| *w as usize == k)
-                .is_some_and(|i| {
-                    fill(i)
-                        .and_then(|s| serde_json::to_vec(&s).ok())
-                        .zip(p.json(i).ok())
-                        .is_some_and(|(a, b)| a == b)
-                })
-        })
-        .collect();
-    let mut out = Vec::with_capacity(p.ts.len());
-    for i in 0..p.ts.len() {
-        let typed = if exact[p.which[i] as usize] {
-            fill(i)
-        } else {
-            None
-        };
-        let s = match typed {
-            Some(s) => Some(s),
-            // Not a MetricSample at all: skipped, as queries skip such rows.
-            None => serde_json::from_slice(&p.json(i)?).ok(),
-        };
-        if let Some(s) = s {
-            out.push((p.ts[i], s));
-        }
-    }
-    Ok(out)
-}
-
 /// Only the timestamps of a block (cheap: the first column).
 pub fn timestamps(bytes: &[u8]) -> Result<Vec<i64>, BlockError> {
     Ok(head(bytes)?.1)
@@ -488,33 +387,6 @@ mod tests {
         for cut in 0..b.len() {
             assert!(decode(&b[..cut]).is_err(), "truncated at {cut}");
         }
-    }
-
-    #[test]
-    fn typed_decoding_equals_parsing_the_json() {
-        let mut samples: Vec<StoredSample> = (0..300)
-            .map(|i| {
-                let ts = 1_000_000 + i * 1000;
-                StoredSample {
-                    ts,
-                    data: crate::suite::metric_json(ts, (i % 97) as f64 + 0.25),
-                }
-            })
-            .collect();
-        // Another skeleton, and a document that is no sample at all.
-        samples.push(StoredSample {
-            ts: 2_000_000,
-            data: br#"{"v":1,"ts":2000000,"hostId":"other","cpu":{"total":5.5,"perCore":[]},"mem":{"used":1.0,"total":2.0},"net":{"txBps":0.0,"rxBps":0.0},"uptimeSec":1.0,"procCount":2.0}"#.to_vec(),
-        });
-        samples.push(s(3_000_000, "{}"));
-        let b = encode(&samples).expect("encode");
-        let typed = decode_samples(&b).expect("typed");
-        let want: Vec<(i64, MetricSample)> = samples
-            .iter()
-            .filter_map(|s| Some((s.ts, serde_json::from_slice(&s.data).ok()?)))
-            .collect();
-        assert_eq!(typed.len(), 301);
-        assert_eq!(typed, want);
     }
 
     proptest! {

@@ -133,8 +133,7 @@ pub trait Store: Send + Sync + 'static {
         limit: i64,
     ) -> Result<Vec<StoredSample>>;
     /// Samples of one device with `from <= ts <= to`, oldest first, decoded (for queries);
-    /// samples that are not `MetricSample`s are left out. Backends with column blocks decode
-    /// those without going through JSON.
+    /// samples that are not `MetricSample`s are left out.
     async fn samples_decoded(
         &self,
         device_seq: i64,

@@ -717,7 +717,8 @@ impl Store for SqliteStore {
         let mut stored = vec![0u64; batches.len()];
         let mut inserted: Vec<(i64, i64)> = Vec::with_capacity(rows.len());
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        drop_compacted(&mut tx, &mut rows).await?;
+        let marks = marks_of(&mut tx, rows.iter().map(|r| r.1)).await?;
+        drop_compacted(&mut tx, &marks, &mut rows).await?;
         for chunk in rows.chunks(ROWS_PER_STATEMENT) {
             let mut sql = String::with_capacity(40 + chunk.len() * 10);
             sql.push_str("INSERT INTO samples (device_seq, ts, data) VALUES ");
@@ -737,7 +738,7 @@ impl Store for SqliteStore {
                 inserted.push(key);
             }
         }
-        mark_late(&mut tx, &inserted).await?;
+        mark_late(&mut tx, &marks, &inserted).await?;
         let mut seen: Vec<i64> = batches
             .iter()
             .filter(|b| !b.samples.is_empty())
@@ -780,52 +781,6 @@ impl Store for SqliteStore {
         let hot = stored_samples(&rows)?;
         let cold = block_samples(&mut conn, device_seq, from, to, usize::MAX).await?;
         Ok(merge_sorted(hot, cold, usize::MAX))
-    }
-
-    async fn samples_decoded(
-        &self,
-        device_seq: i64,
-        from: i64,
-        to: i64,
-    ) -> Result<Vec<(i64, vitals_proto::MetricSample)>> {
-        let mut conn = self.pool.acquire().await?;
-        let blocks: Vec<Vec<u8>> = sqlx::query_scalar(
-            "SELECT data FROM sample_blocks
-              WHERE device_seq = ? AND last_ts >= ? AND first_ts <= ? ORDER BY start_ts",
-        )
-        .bind(device_seq)
-        .bind(from)
-        .bind(to)
-        .fetch_all(&mut *conn)
-        .await?;
-        let mut out = Vec::new();
-        for data in blocks {
-            let samples =
-                block::decode_samples(&data).map_err(|e| corrupt_block(device_seq, &e))?;
-            out.extend(
-                samples
-                    .into_iter()
-                    .filter(|(ts, _)| (from..=to).contains(ts)),
-            );
-        }
-        let rows = sqlx::query(
-            "SELECT ts, data FROM samples WHERE device_seq = ? AND ts BETWEEN ? AND ? ORDER BY ts",
-        )
-        .bind(device_seq)
-        .bind(from)
-        .bind(to)
-        .fetch_all(&mut *conn)
-        .await?;
-        let cold = out.len();
-        for s in stored_samples(&rows)? {
-            if let Ok(m) = serde_json::from_slice(&s.data) {
-                out.push((s.ts, m));
-            }
-        }
-        if cold > 0 && out.len() > cold {
-            out.sort_by_key(|(ts, _)| *ts);
-        }
-        Ok(out)
     }
 
     async fn count_samples(&self, device_seq: i64) -> Result<i64> {
@@ -1896,41 +1851,38 @@ fn merge_sorted(a: Vec<StoredSample>, b: Vec<StoredSample>, limit: usize) -> Vec
     out
 }
 
-/// A per-device mark of `rollup_marks`.
-#[derive(Clone, Copy)]
-enum Mark {
-    Minute,
-    Block,
+/// The minute and block marks of a device (`rollup_marks`), when it has them.
+#[derive(Clone, Copy, Default)]
+struct Marks {
+    minute: Option<i64>,
+    block: Option<i64>,
 }
 
-/// The `mark` of each of the devices that has one.
+/// The marks of each of the devices that has any: read once per group commit (the write lock
+/// is held, so they cannot move during it).
 async fn marks_of(
     tx: &mut Transaction<'_, Sqlite>,
-    mark: Mark,
     seqs: impl Iterator<Item = i64>,
-) -> Result<std::collections::HashMap<i64, i64>> {
-    let column = match mark {
-        Mark::Minute => "minute_mark",
-        Mark::Block => "block_mark",
-    };
+) -> Result<std::collections::HashMap<i64, Marks>> {
     let mut seqs: Vec<i64> = seqs.collect();
     seqs.sort_unstable();
     seqs.dedup();
     let mut marks = std::collections::HashMap::new();
     for chunk in seqs.chunks(900) {
-        let mut sql = format!(
-            "SELECT device_seq, {column} FROM rollup_marks
-              WHERE {column} IS NOT NULL AND device_seq IN ("
+        let mut sql = String::from(
+            "SELECT device_seq, minute_mark, block_mark FROM rollup_marks WHERE device_seq IN (",
         );
         for k in 0..chunk.len() {
             sql.push_str(if k == 0 { "?" } else { ",?" });
         }
         sql.push(')');
-        let mut q = sqlx::query_as::<_, (i64, i64)>(sqlx::AssertSqlSafe(sql));
+        let mut q = sqlx::query_as::<_, (i64, Option<i64>, Option<i64>)>(sqlx::AssertSqlSafe(sql));
         for seq in chunk {
             q = q.bind(*seq);
         }
-        marks.extend(q.fetch_all(&mut **tx).await?);
+        for (seq, minute, block) in q.fetch_all(&mut **tx).await? {
+            marks.insert(seq, Marks { minute, block });
+        }
     }
     Ok(marks)
 }
@@ -1938,15 +1890,16 @@ async fn marks_of(
 /// Drops from `rows` the samples already stored in blocks (replays of compacted data).
 async fn drop_compacted(
     tx: &mut Transaction<'_, Sqlite>,
+    marks: &std::collections::HashMap<i64, Marks>,
     rows: &mut Vec<(usize, i64, i64, &[u8])>,
 ) -> Result<()> {
-    let marks = marks_of(tx, Mark::Block, rows.iter().map(|r| r.1)).await?;
-    if marks.is_empty() {
-        return Ok(());
-    }
     let mut windows: BTreeMap<(i64, i64), Option<std::collections::HashSet<i64>>> = BTreeMap::new();
     for (_, seq, ts, _) in rows.iter() {
-        if marks.get(seq).is_some_and(|m| ts < m) {
+        if marks
+            .get(seq)
+            .and_then(|m| m.block)
+            .is_some_and(|m| *ts < m)
+        {
             windows.insert((*seq, rollup::bucket_start(*ts, BLOCK_MS)), None);
         }
     }
@@ -1977,14 +1930,19 @@ async fn drop_compacted(
 
 /// Records newly inserted samples that fall below their device's minute mark as late, so
 /// the rollup job merges them into the tiers (in the same transaction as the insert).
-async fn mark_late(tx: &mut Transaction<'_, Sqlite>, inserted: &[(i64, i64)]) -> Result<()> {
-    if inserted.is_empty() {
-        return Ok(());
-    }
-    let marks = marks_of(tx, Mark::Minute, inserted.iter().map(|k| k.0)).await?;
+async fn mark_late(
+    tx: &mut Transaction<'_, Sqlite>,
+    marks: &std::collections::HashMap<i64, Marks>,
+    inserted: &[(i64, i64)],
+) -> Result<()> {
     let late: Vec<&(i64, i64)> = inserted
         .iter()
-        .filter(|(seq, ts)| marks.get(seq).is_some_and(|m| ts < m))
+        .filter(|(seq, ts)| {
+            marks
+                .get(seq)
+                .and_then(|m| m.minute)
+                .is_some_and(|m| *ts < m)
+        })
         .collect();
     for chunk in late.chunks(400) {
         let mut sql = String::from("INSERT INTO rollup_late (device_seq, ts) VALUES ");

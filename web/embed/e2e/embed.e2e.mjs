@@ -174,9 +174,10 @@ try {
   });
 
   await check('an alert can be dismissed and stays dismissed', async () => {
-    const first = page.locator('.alert').first();
-    const id = await first.getAttribute('data-alert-id');
-    await first.locator('button.dismiss').click();
+    // Click by id: `.alert` first is re-resolved on every use, and a new alert arriving
+    // between reading the id and clicking would put another alert first (a CI failure).
+    const id = await page.locator('.alert').first().getAttribute('data-alert-id');
+    await page.locator(`.alert[data-alert-id="${id}"] button.dismiss`).click();
     await page.waitForFunction((i) => !document.querySelector(`.alert[data-alert-id="${i}"]`), id, { timeout: 5_000 });
     await page.waitForTimeout(1200); // two more snapshots arrive
     assert((await page.locator(`.alert[data-alert-id="${id}"]`).count()) === 0, 'dismissed alert came back');

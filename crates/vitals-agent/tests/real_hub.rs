@@ -67,9 +67,9 @@ async fn stored_ts(hub: &TestHub, device_id: &str) -> Vec<i64> {
         return Vec::new();
     };
     store
-        .samples(d.seq, 0, i64::MAX)
+        .samples(d.seq, 0, i64::MAX, &vitals_store::SeriesFilter::all())
         .await
-        .map(|v| v.into_iter().map(|s| s.ts).collect())
+        .map(|f| f.ts)
         .unwrap_or_default()
 }
 

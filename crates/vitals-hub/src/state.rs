@@ -17,13 +17,38 @@ use crate::ingest::writer::Writer;
 use crate::ratelimit::KeyedLimiter;
 use crate::settings::Settings;
 
+/// A committed sample as live views get it: the sample and its JSON, serialised once.
+#[derive(Debug, Clone)]
+pub struct LiveSample {
+    pub sample: vitals_proto::MetricSample,
+    pub json: Arc<str>,
+}
+
+impl LiveSample {
+    pub fn new(sample: vitals_proto::MetricSample) -> LiveSample {
+        // Plain structs of numbers and strings: serialisation cannot fail.
+        let json = serde_json::to_string(&sample).unwrap_or_default();
+        LiveSample {
+            sample,
+            json: Arc::from(json),
+        }
+    }
+
+    /// Every row of a stored frame, rebuilt as samples ([`vitals_store::Frame::sample`]).
+    pub fn from_frame(frame: &vitals_store::Frame, host_id: &str) -> Vec<LiveSample> {
+        (0..frame.len())
+            .map(|i| LiveSample::new(frame.sample(i, host_id)))
+            .collect()
+    }
+}
+
 /// A change that live views may care about, published only after the commit it describes.
 #[derive(Debug, Clone)]
 pub enum LiveEvent {
-    /// New samples of a device, `(ts, JSON)`, oldest first.
+    /// New samples of a device, oldest first.
     Samples {
         device_id: String,
-        samples: Arc<Vec<(i64, Arc<str>)>>,
+        samples: Arc<Vec<LiveSample>>,
     },
     /// A device's state (`system-info`, `processes`, `network-interfaces`) changed.
     State {

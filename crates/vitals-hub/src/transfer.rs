@@ -1,23 +1,25 @@
 //! `vitals-hub export` and `vitals-hub import`: a device's raw samples as JSON Lines or CSV.
 //!
-//! - JSON Lines is lossless: one sample per line, exactly as an agent sends it.
-//! - CSV has one row per sample and one column per series (`ts` in Unix milliseconds, then
-//!   `cpu`, `mem.used`, `disk[/].used`, ...), for spreadsheets and scripts. Importing it rebuilds
-//!   the samples with [`vitals_proto::series::unflatten`]; what series cannot carry (GPU names,
-//!   container images) comes back empty.
+//! - JSON Lines: one sample per line in the agent's format, rebuilt from the stored series with
+//!   [`vitals_proto::series::unflatten`]. Every number round-trips exactly; what the store
+//!   keeps as series only (it stores numbers, not labels) comes back empty or generic: GPU
+//!   names (`gpu0`, ...), container images, and container states other than running.
+//! - CSV has one row per sample and one column per series, in name order (`ts` in Unix
+//!   milliseconds, then `cpu`, `cpu.core[0]`, ..., `mem.used`, ...), for spreadsheets and
+//!   scripts. Importing it rebuilds the samples the same way.
 //!
 //! Import validates every sample as ingest does and stores in batches through the same
 //! idempotent insert: a sample already stored (same device and time) is skipped, so running an
 //! import twice changes nothing, and an import stopped half-way can simply be run again. A bad
 //! line stops the import with its line number; the lines before it are kept.
 
-use std::collections::HashSet;
+use std::collections::BTreeSet;
 use std::io::{BufRead, Write};
 
 use indicatif::ProgressBar;
 use vitals_proto::MetricSample;
 use vitals_proto::validate::{Window, validate_sample};
-use vitals_store::{Device, SampleBatch, Store};
+use vitals_store::{Device, Frame, SampleBatch, Store};
 
 /// File formats of export and import.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,33 +58,24 @@ pub struct ImportReport {
     pub unknown_series: u64,
 }
 
-/// Calls `f` with every stored sample of `device` in `from..=to`, oldest first, a page of
+/// Calls `f` with every page of `device`'s stored samples in `from..=to`, oldest first,
 /// [`PAGE`] samples per query.
-async fn each_sample(
+async fn each_page(
     store: &dyn Store,
     device: &Device,
     from: i64,
     to: i64,
-    mut f: impl FnMut(i64, &[u8]) -> Result<(), TransferError>,
+    mut f: impl FnMut(&Frame) -> Result<(), TransferError>,
 ) -> Result<(), TransferError> {
     let mut at = from;
     loop {
         let page = store.samples_page(device.seq, at, to, PAGE).await?;
-        for s in &page {
-            f(s.ts, &s.data)?;
-        }
-        match page.last() {
-            Some(last) if page.len() as i64 == PAGE && last.ts < to => at = last.ts + 1,
+        f(&page)?;
+        match page.ts.last() {
+            Some(last) if page.len() as i64 == PAGE && *last < to => at = last + 1,
             _ => return Ok(()),
         }
     }
-}
-
-fn parse(data: &[u8], ts: i64) -> Result<MetricSample, TransferError> {
-    serde_json::from_slice(data).map_err(|e| TransferError::Line {
-        line: 0,
-        message: format!("the stored sample at {ts} does not parse: {e}"),
-    })
 }
 
 /// Writes `device`'s samples in `from..=to` to `out`; returns how many.
@@ -100,58 +93,51 @@ pub async fn export(
     let mut written = 0u64;
     match format {
         Format::Jsonl => {
-            each_sample(store, device, from, to, |_, data| {
-                out.write_all(data)?;
-                out.write_all(b"\n")?;
-                written += 1;
-                progress.inc(1);
+            each_page(store, device, from, to, |page| {
+                for i in 0..page.len() {
+                    serde_json::to_writer(&mut *out, &page.sample(i, &device.host_id))
+                        .map_err(|e| std::io::Error::other(e.to_string()))?;
+                    out.write_all(b"\n")?;
+                    written += 1;
+                    progress.inc(1);
+                }
                 Ok(())
             })
             .await?;
         }
         Format::Csv => {
-            // First pass: the columns, in the order series first appear.
-            let mut names: Vec<String> = Vec::new();
-            let mut seen: HashSet<String> = HashSet::new();
-            each_sample(store, device, from, to, |ts, data| {
-                vitals_proto::series::for_each_series(&parse(data, ts)?, |n, _| {
-                    if !seen.contains(n) {
-                        seen.insert(n.to_string());
-                        names.push(n.to_string());
+            // First pass: the columns.
+            let mut names: BTreeSet<String> = BTreeSet::new();
+            each_page(store, device, from, to, |page| {
+                for (n, col) in &page.series {
+                    if !names.contains(n) && col.iter().any(|v| !v.is_nan()) {
+                        names.insert(n.clone());
                     }
-                });
+                }
                 Ok(())
             })
             .await?;
-            let column: std::collections::HashMap<&str, usize> = names
-                .iter()
-                .enumerate()
-                .map(|(i, n)| (n.as_str(), i))
-                .collect();
             let mut header = String::from("ts");
             for n in &names {
                 header.push(',');
                 header.push_str(&csv_field(n));
             }
             writeln!(out, "{header}")?;
-            let mut row: Vec<Option<f64>> = vec![None; names.len()];
-            each_sample(store, device, from, to, |ts, data| {
-                row.iter_mut().for_each(|c| *c = None);
-                vitals_proto::series::for_each_series(&parse(data, ts)?, |n, v| {
-                    if let Some(&i) = column.get(n) {
-                        row[i] = Some(v);
+            each_page(store, device, from, to, |page| {
+                let cols: Vec<Option<&Vec<f64>>> =
+                    names.iter().map(|n| page.series.get(n)).collect();
+                for i in 0..page.len() {
+                    let mut line = page.ts[i].to_string();
+                    for c in &cols {
+                        line.push(',');
+                        if let Some(v) = c.and_then(|c| c.get(i)).filter(|v| !v.is_nan()) {
+                            line.push_str(&v.to_string());
+                        }
                     }
-                });
-                let mut line = ts.to_string();
-                for c in &row {
-                    line.push(',');
-                    if let Some(v) = c {
-                        line.push_str(&v.to_string());
-                    }
+                    writeln!(out, "{line}")?;
+                    written += 1;
+                    progress.inc(1);
                 }
-                writeln!(out, "{line}")?;
-                written += 1;
-                progress.inc(1);
                 Ok(())
             })
             .await?;
@@ -298,13 +284,7 @@ async fn store_batch(
     if pending.is_empty() {
         return Ok(0);
     }
-    let mut rows = Vec::with_capacity(pending.len());
-    for s in pending.iter() {
-        rows.push((
-            s.ts,
-            serde_json::to_vec(s).map_err(|e| std::io::Error::other(e.to_string()))?,
-        ));
-    }
+    let rows = crate::ingest::rows_of(pending);
     // `now` only moves last_seen forward: the newest imported sample, never the clock.
     let newest = pending.iter().map(|s| s.ts).max().unwrap_or(0);
     pending.clear();

@@ -252,7 +252,14 @@ async fn a_range_over_the_raw_row_cap_is_refused_with_a_clear_error() {
     let dev = store.device(&device_id).await.expect("q").expect("device");
     let t0 = now_ms() - 86_400_000;
     let rows = vitals_hub::routes::queries::MAX_RAW_ROWS + 1;
-    let samples: Vec<(i64, Vec<u8>)> = (0..rows).map(|i| (t0 + i, b"{}".to_vec())).collect();
+    let names: std::sync::Arc<str> = std::sync::Arc::from("cpu");
+    let samples: Vec<vitals_store::Row> = (0..rows)
+        .map(|i| vitals_store::Row {
+            ts: t0 + i,
+            names: names.clone(),
+            values: vec![1.0],
+        })
+        .collect();
     store
         .insert_batches(&[vitals_store::SampleBatch {
             device_seq: dev.seq,

@@ -91,6 +91,8 @@ pub enum ErrorCode {
     EmptyBatch,
     /// A name longer than allowed.
     NameTooLong,
+    /// A name with a control character (a newline, a tab, NUL, ...) in it.
+    InvalidName,
     /// The sample's `hostId` is not the paired device's host id.
     HostMismatch,
     /// More than 1 MiB in one message.
@@ -122,6 +124,7 @@ impl ErrorCode {
             ErrorCode::TooManySamples => "too_many_samples",
             ErrorCode::EmptyBatch => "empty_batch",
             ErrorCode::NameTooLong => "name_too_long",
+            ErrorCode::InvalidName => "invalid_name",
             ErrorCode::HostMismatch => "host_mismatch",
             ErrorCode::MessageTooLarge => "message_too_large",
             ErrorCode::RateLimited => "rate_limited",

@@ -140,6 +140,22 @@ pub fn for_each_series(s: &MetricSample, mut f: impl FnMut(&str, f64)) {
     put("procs", s.proc_count);
 }
 
+/// Flattens a sample for storage: its series names joined by newlines into `names` (the
+/// sample's *shape*, which a device's samples share almost always) and their values into
+/// `values`, in the same order. Both buffers are cleared first, so they can be reused.
+/// Validated names hold no control characters, so a newline never occurs inside a name.
+pub fn flatten_into(s: &MetricSample, names: &mut String, values: &mut Vec<f64>) {
+    names.clear();
+    values.clear();
+    for_each_series(s, |n, v| {
+        if !values.is_empty() {
+            names.push('\n');
+        }
+        names.push_str(n);
+        values.push(v);
+    });
+}
+
 /// Flattens a sample into `(name, value)` pairs.
 pub fn flatten(s: &MetricSample) -> Vec<(String, f64)> {
     let mut out = Vec::with_capacity(32 + s.cpu.per_core.len());

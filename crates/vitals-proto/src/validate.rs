@@ -269,6 +269,13 @@ fn name(field: &str, n: &str) -> Result<(), ValidationError> {
             format!("{field} must be 1..={MAX_NAME_BYTES} bytes"),
         ));
     }
+    // Names become parts of series names, which are stored newline-separated.
+    if n.chars().any(char::is_control) {
+        return Err(ValidationError::new(
+            ErrorCode::InvalidName,
+            format!("{field} {n:?} contains a control character; send printable names only"),
+        ));
+    }
     Ok(())
 }
 

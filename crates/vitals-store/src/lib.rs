@@ -9,7 +9,10 @@
 //! - a pairing code's token is handed out at most once ([`Store::claim_device_token`]).
 
 pub mod block;
+pub mod codec;
+pub mod frame;
 pub mod rollup;
+pub mod shape;
 pub mod sketch;
 pub mod sqlite;
 #[cfg(any(test, feature = "test-suite"))]
@@ -21,7 +24,8 @@ use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 
-pub use rollup::Tier;
+pub use frame::{Frame, Row, SeriesFilter};
+pub use rollup::{Runs, Tier};
 pub use sqlite::SqliteStore;
 /// The database error type, for callers that classify failures (unavailable vs. bug).
 pub use sqlx::Error as SqlxError;
@@ -121,32 +125,18 @@ pub trait Store: Send + Sync + 'static {
     /// Stores every batch in ONE durable transaction (group commit) and updates each device's
     /// `last_seen`. Returns, per batch, how many samples were new (replays count 0).
     async fn insert_batches(&self, batches: &[SampleBatch]) -> Result<Vec<u64>>;
-    /// Samples of one device with `from <= ts <= to`, oldest first.
-    async fn samples(&self, device_seq: i64, from: i64, to: i64) -> Result<Vec<StoredSample>>;
+    /// Raw samples of one device with `from <= ts <= to`, of the series `filter` wants,
+    /// oldest first, from hot rows and blocks alike.
+    async fn samples(
+        &self,
+        device_seq: i64,
+        from: i64,
+        to: i64,
+        filter: &SeriesFilter,
+    ) -> Result<Frame>;
     /// At most `limit` samples of one device with `from <= ts <= to`, oldest first: a page of a
     /// long read (export), continued with `from` = the last `ts` + 1.
-    async fn samples_page(
-        &self,
-        device_seq: i64,
-        from: i64,
-        to: i64,
-        limit: i64,
-    ) -> Result<Vec<StoredSample>>;
-    /// Samples of one device with `from <= ts <= to`, oldest first, decoded (for queries);
-    /// samples that are not `MetricSample`s are left out.
-    async fn samples_decoded(
-        &self,
-        device_seq: i64,
-        from: i64,
-        to: i64,
-    ) -> Result<Vec<(i64, vitals_proto::MetricSample)>> {
-        Ok(self
-            .samples(device_seq, from, to)
-            .await?
-            .into_iter()
-            .filter_map(|s| Some((s.ts, serde_json::from_slice(&s.data).ok()?)))
-            .collect())
-    }
+    async fn samples_page(&self, device_seq: i64, from: i64, to: i64, limit: i64) -> Result<Frame>;
     /// Number of samples of one device (for tests and stats).
     async fn count_samples(&self, device_seq: i64) -> Result<i64>;
     /// Number of samples of one device with `from <= ts <= to` (to bound a query before
@@ -180,31 +170,18 @@ pub trait Store: Send + Sync + 'static {
     /// Merges at most `limit` late samples (stored below their minute mark) into the minute
     /// and, where already rolled up, hour rollups, in ONE transaction; returns how many.
     async fn roll_up_late(&self, limit: i64) -> Result<u64>;
-    /// The device's rollups of `tier` with `from <= bucket < to`, oldest first.
+    /// The device's rollups of `tier` with `from <= bucket < to` of the series `filter`
+    /// wants, series-major; sketches only if `sketches` (charts need only min, max, sum, count
+    /// and last, and decoding sketches is most of the cost).
     async fn rollups(
         &self,
         device_seq: i64,
         tier: Tier,
         from: i64,
         to: i64,
-    ) -> Result<Vec<(i64, rollup::Series)>>;
-    /// [`Store::rollups`] with every sketch left empty: for history charts, which need only
-    /// min, max, sum, count and last (decoding sketches is most of the cost).
-    async fn rollup_sums(
-        &self,
-        device_seq: i64,
-        tier: Tier,
-        from: i64,
-        to: i64,
-    ) -> Result<Vec<(i64, rollup::Series)>> {
-        let mut rows = self.rollups(device_seq, tier, from, to).await?;
-        for (_, series) in &mut rows {
-            for r in series.values_mut() {
-                r.sketch = sketch::Sketch::new();
-            }
-        }
-        Ok(rows)
-    }
+        filter: &SeriesFilter,
+        sketches: bool,
+    ) -> Result<Runs>;
     /// What each level of the device holds.
     async fn tier_bounds(&self, device_seq: i64) -> Result<TierBounds>;
     /// Deletes at most `limit` rollups of `tier` with `bucket < before`; minute rollups only

@@ -10,42 +10,90 @@
 //!
 //! Sketches are stored compactly ([`Sketch::encode`]): a version byte, the zero count, then for
 //! each sign the occupied buckets as delta-encoded varints. A minute of per-second samples of
-//! one series is typically 10-40 bytes.
+//! one series is typically 10-40 bytes. In memory the buckets are a dense array from the
+//! lowest occupied index, so adding a value is a logarithm and an increment.
 
-use std::collections::BTreeMap;
+pub use crate::codec::DecodeError;
+use crate::codec::{Reader, put_varint, unzigzag, zigzag};
 
 /// Relative accuracy of quantiles.
 pub const ALPHA: f64 = 0.01;
 /// Magnitudes below this count as zero.
 pub const MIN_MAGNITUDE: f64 = 1e-9;
 const VERSION: u8 = 1;
+/// `ln(γ)` for `γ = (1 + ALPHA) / (1 - ALPHA)` (checked against the formula in a test).
+const LN_GAMMA: f64 = 0.020_000_666_706_669_524;
 
-/// A DDSketch. See the module docs.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct Sketch {
-    zero: u64,
-    pos: BTreeMap<i32, u64>,
-    neg: BTreeMap<i32, u64>,
+/// Bucket counts from `lo` on; `counts[k]` is bucket `lo + k`. Finite magnitudes between
+/// [`MIN_MAGNITUDE`] and `f64::MAX` span about 36,600 indices, which bounds its length.
+#[derive(Debug, Clone, Default)]
+struct Dense {
+    lo: i32,
+    counts: Vec<u64>,
 }
 
-fn gamma() -> f64 {
-    (1.0 + ALPHA) / (1.0 - ALPHA)
+impl Dense {
+    fn add(&mut self, i: i32, c: u64) {
+        if self.counts.is_empty() {
+            self.lo = i;
+            self.counts.push(c);
+            return;
+        }
+        if i < self.lo {
+            let grow = (self.lo - i) as usize;
+            self.counts.splice(0..0, std::iter::repeat_n(0, grow));
+            self.lo = i;
+        }
+        let k = (i - self.lo) as usize;
+        if k >= self.counts.len() {
+            self.counts.resize(k + 1, 0);
+        }
+        self.counts[k] += c;
+    }
+
+    /// Occupied buckets `(index, count)`, lowest index first.
+    fn iter(&self) -> impl DoubleEndedIterator<Item = (i32, u64)> + '_ {
+        let lo = self.lo;
+        self.counts
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| **c > 0)
+            .map(move |(k, c)| (lo + k as i32, *c))
+    }
+
+    fn total(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+}
+
+/// Occupied buckets `(index, count)`, lowest index first.
+pub type Buckets = Vec<(i32, u64)>;
+
+/// A DDSketch. See the module docs.
+#[derive(Debug, Clone, Default)]
+pub struct Sketch {
+    zero: u64,
+    pos: Dense,
+    neg: Dense,
+}
+
+impl PartialEq for Sketch {
+    fn eq(&self, other: &Sketch) -> bool {
+        self.zero == other.zero
+            && self.pos.iter().eq(other.pos.iter())
+            && self.neg.iter().eq(other.neg.iter())
+    }
 }
 
 fn index(magnitude: f64) -> i32 {
     // ceil(log_γ(x)); magnitudes are >= MIN_MAGNITUDE and finite, so this is in i32 range.
-    (magnitude.ln() / gamma().ln()).ceil() as i32
+    (magnitude.ln() / LN_GAMMA).ceil() as i32
 }
 
 fn value_of(i: i32) -> f64 {
-    let g = gamma();
+    let g = LN_GAMMA.exp();
     2.0 * g.powi(i) / (g + 1.0)
 }
-
-/// Why an encoded sketch could not be read.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("corrupt sketch: {0}")]
-pub struct DecodeError(pub(crate) &'static str);
 
 impl Sketch {
     pub fn new() -> Sketch {
@@ -60,37 +108,55 @@ impl Sketch {
         if v.abs() < MIN_MAGNITUDE {
             self.zero += 1;
         } else if v > 0.0 {
-            *self.pos.entry(index(v)).or_insert(0) += 1;
+            self.pos.add(index(v), 1);
         } else {
-            *self.neg.entry(index(-v)).or_insert(0) += 1;
+            self.neg.add(index(-v), 1);
         }
     }
 
     /// Adds every count of `other`.
     pub fn merge(&mut self, other: &Sketch) {
         self.zero += other.zero;
-        for (i, c) in &other.pos {
-            *self.pos.entry(*i).or_insert(0) += c;
+        for (i, c) in other.pos.iter() {
+            self.pos.add(i, c);
         }
-        for (i, c) in &other.neg {
-            *self.neg.entry(*i).or_insert(0) += c;
+        for (i, c) in other.neg.iter() {
+            self.neg.add(i, c);
         }
     }
 
-    /// The zero count and the occupied buckets `(index, count)` of each sign, for column
-    /// storage ([`crate::rollup::encode_block`]).
-    pub fn parts(&self) -> (u64, &BTreeMap<i32, u64>, &BTreeMap<i32, u64>) {
-        (self.zero, &self.pos, &self.neg)
+    /// The zero count and the occupied buckets `(index, count)` of each sign, lowest index
+    /// first, for column storage ([`crate::rollup::encode_block`]).
+    pub fn parts(&self) -> (u64, Buckets, Buckets) {
+        (
+            self.zero,
+            self.pos.iter().collect(),
+            self.neg.iter().collect(),
+        )
     }
 
     /// The inverse of [`Sketch::parts`].
-    pub fn from_parts(zero: u64, pos: BTreeMap<i32, u64>, neg: BTreeMap<i32, u64>) -> Sketch {
-        Sketch { zero, pos, neg }
+    pub fn from_parts(
+        zero: u64,
+        pos: impl IntoIterator<Item = (i32, u64)>,
+        neg: impl IntoIterator<Item = (i32, u64)>,
+    ) -> Sketch {
+        let mut s = Sketch {
+            zero,
+            ..Sketch::default()
+        };
+        for (i, c) in pos {
+            s.pos.add(i, c);
+        }
+        for (i, c) in neg {
+            s.neg.add(i, c);
+        }
+        s
     }
 
     /// Number of values added.
     pub fn count(&self) -> u64 {
-        self.zero + self.pos.values().sum::<u64>() + self.neg.values().sum::<u64>()
+        self.zero + self.pos.total() + self.neg.total()
     }
 
     /// The nearest-rank `q`-quantile (`q` in 0..=1): the value of rank `ceil(q·n)`, within
@@ -107,17 +173,17 @@ impl Sketch {
         for (i, c) in self.neg.iter().rev() {
             seen += c;
             if seen >= rank {
-                return Some(-value_of(*i));
+                return Some(-value_of(i));
             }
         }
         seen += self.zero;
         if seen >= rank {
             return Some(0.0);
         }
-        for (i, c) in &self.pos {
+        for (i, c) in self.pos.iter() {
             seen += c;
             if seen >= rank {
-                return Some(value_of(*i));
+                return Some(value_of(i));
             }
         }
         None
@@ -125,89 +191,59 @@ impl Sketch {
 
     /// The compact byte form stored in rollups.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(8 + 4 * (self.pos.len() + self.neg.len()));
+        let mut out = Vec::with_capacity(16);
+        self.encode_into(&mut out);
+        out
+    }
+
+    /// Appends [`Sketch::encode`]'s form to `out`.
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
         out.push(VERSION);
-        put_varint(&mut out, self.zero);
+        put_varint(out, self.zero);
         for side in [&self.pos, &self.neg] {
-            put_varint(&mut out, side.len() as u64);
+            put_varint(out, side.iter().count() as u64);
             let mut prev = 0i64;
-            for (i, c) in side {
-                let d = i64::from(*i) - prev;
-                put_varint(&mut out, ((d << 1) ^ (d >> 63)) as u64);
-                put_varint(&mut out, *c);
-                prev = i64::from(*i);
+            for (i, c) in side.iter() {
+                put_varint(out, zigzag(i64::from(i) - prev));
+                put_varint(out, c);
+                prev = i64::from(i);
             }
         }
-        out
     }
 
     /// Reads [`Sketch::encode`]'s form.
     pub fn decode(bytes: &[u8]) -> Result<Sketch, DecodeError> {
-        let mut r = Reader { bytes, at: 0 };
+        let mut r = Reader::new(bytes);
         if r.byte()? != VERSION {
-            return Err(DecodeError("unknown version"));
+            return Err(DecodeError("unknown sketch version"));
         }
         let mut s = Sketch {
             zero: r.varint()?,
             ..Sketch::default()
         };
         for side in [&mut s.pos, &mut s.neg] {
-            let n = r.varint()?;
-            if n > bytes.len() as u64 {
-                return Err(DecodeError("bucket count larger than the data"));
-            }
+            let n = r.count()?;
             let mut prev = 0i64;
             for _ in 0..n {
-                let z = r.varint()?;
-                let d = ((z >> 1) as i64) ^ -((z & 1) as i64);
                 let i = prev
-                    .checked_add(d)
+                    .checked_add(unzigzag(r.varint()?))
                     .ok_or(DecodeError("bucket index out of range"))?;
-                let i32i =
-                    i32::try_from(i).map_err(|_| DecodeError("bucket index out of range"))?;
-                side.insert(i32i, r.varint()?);
+                let i32i = i32::try_from(i)
+                    .ok()
+                    .filter(|i| i.unsigned_abs() <= MAX_INDEX)
+                    .ok_or(DecodeError("bucket index out of range"))?;
+                side.add(i32i, r.varint()?);
                 prev = i;
             }
         }
-        if r.at != bytes.len() {
-            return Err(DecodeError("trailing bytes"));
-        }
+        r.finish()?;
         Ok(s)
     }
 }
 
-pub(crate) fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-pub(crate) struct Reader<'a> {
-    pub(crate) bytes: &'a [u8],
-    pub(crate) at: usize,
-}
-
-impl Reader<'_> {
-    pub(crate) fn byte(&mut self) -> Result<u8, DecodeError> {
-        let b = *self.bytes.get(self.at).ok_or(DecodeError("truncated"))?;
-        self.at += 1;
-        Ok(b)
-    }
-
-    pub(crate) fn varint(&mut self) -> Result<u64, DecodeError> {
-        let mut v = 0u64;
-        for shift in (0..64).step_by(7) {
-            let b = self.byte()?;
-            v |= u64::from(b & 0x7f) << shift;
-            if b & 0x80 == 0 {
-                return Ok(v);
-            }
-        }
-        Err(DecodeError("varint too long"))
-    }
-}
+/// The largest bucket index a finite magnitude can have (about 35,500), with a margin: a
+/// stored index beyond it is corruption, and refusing it bounds [`Dense`]'s length.
+const MAX_INDEX: u32 = 40_000;
 
 #[cfg(test)]
 mod tests {
@@ -242,6 +278,26 @@ mod tests {
         assert!(close(s.quantile(0.0).unwrap_or(0.0), -3.0));
         assert_eq!(s.quantile(0.5), Some(0.0));
         assert!(close(s.quantile(1.0).unwrap_or(0.0), 42.0));
+    }
+
+    #[test]
+    fn ln_gamma_is_the_formula() {
+        let g = (1.0 + ALPHA) / (1.0 - ALPHA);
+        assert!((LN_GAMMA - g.ln()).abs() < 1e-15);
+        assert!(index(f64::MAX).unsigned_abs() < MAX_INDEX);
+        assert!(index(MIN_MAGNITUDE).unsigned_abs() < MAX_INDEX);
+    }
+
+    #[test]
+    fn equality_ignores_the_dense_layout() {
+        let mut a = Sketch::new();
+        a.add(5.0);
+        a.add(500.0);
+        let mut b = Sketch::new();
+        b.add(500.0);
+        b.add(5.0);
+        assert_eq!(a, b);
+        assert_eq!(Sketch::decode(&a.encode()).expect("decode"), b);
     }
 
     #[test]

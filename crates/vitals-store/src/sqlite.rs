@@ -17,9 +17,10 @@ use sqlx::sqlite::{
     SqliteAutoVacuum, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
     SqliteRow, SqliteSynchronous,
 };
-use sqlx::{Row, Sqlite, Transaction};
+use sqlx::{Row as _, Sqlite, Transaction};
 
 use crate::block::WINDOW_MS as BLOCK_MS;
+use crate::shape::{self, ShapeCache};
 use crate::*;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -28,6 +29,8 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite")
 #[derive(Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// Shapes of hot rows seen so far.
+    shapes: Arc<ShapeCache>,
     /// Crash tests: when non-zero, the step point that brings it to zero fails.
     fail_countdown: Arc<AtomicU64>,
 }
@@ -73,8 +76,11 @@ impl SqliteStore {
             .await?;
         check_not_newer(&pool).await?;
         MIGRATOR.run(&pool).await?;
+        let shapes = Arc::new(ShapeCache::default());
+        convert_v1(&pool, &shapes).await?;
         Ok(Self {
             pool,
+            shapes,
             fail_countdown: Arc::new(AtomicU64::new(0)),
         })
     }
@@ -593,32 +599,39 @@ impl Store for SqliteStore {
     }
 
     async fn list_devices(&self) -> Result<Vec<DeviceWithLatest>> {
+        let mut conn = self.pool.acquire().await?;
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {DEVICE_COLS}, l.ts AS latest_ts, l.data AS latest_data
+            "SELECT {DEVICE_COLS}, l.ts AS latest_ts, l.shape AS latest_shape, l.vals AS latest_vals
              FROM devices d LEFT JOIN samples l
                ON l.device_seq = d.seq
               AND l.ts = (SELECT MAX(ts) FROM samples WHERE device_seq = d.seq)
              ORDER BY d.name COLLATE NOCASE, d.id"
         )))
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *conn)
         .await?;
-        let mut out: Vec<DeviceWithLatest> = rows
-            .iter()
-            .map(|r| {
-                let ts: Option<i64> = r.try_get("latest_ts")?;
-                let data: Option<Vec<u8>> = r.try_get("latest_data")?;
-                Ok(DeviceWithLatest {
-                    device: device_from(r)?,
-                    latest: ts.zip(data).map(|(ts, data)| StoredSample { ts, data }),
-                })
-            })
-            .collect::<Result<_>>()?;
+        let all = SeriesFilter::all();
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let ts: Option<i64> = r.try_get("latest_ts")?;
+            let shape: Option<i64> = r.try_get("latest_shape")?;
+            let vals: Option<Vec<u8>> = r.try_get("latest_vals")?;
+            let latest = match (ts, shape, vals) {
+                (Some(ts), Some(shape), Some(vals)) => {
+                    Some(hot_frame(&mut conn, &self.shapes, &[(ts, shape, vals)], &all).await?)
+                }
+                _ => None,
+            };
+            out.push(DeviceWithLatest {
+                device: device_from(r)?,
+                latest,
+            });
+        }
         // A device whose newest data is compacted (silent for a while): from its last block.
         let newest: Vec<(i64, i64, Vec<u8>)> = sqlx::query_as(
             "SELECT b.device_seq, b.last_ts, b.data FROM sample_blocks b
               WHERE b.start_ts = (SELECT MAX(start_ts) FROM sample_blocks WHERE device_seq = b.device_seq)",
         )
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *conn)
         .await?;
         let newest: std::collections::HashMap<i64, (i64, Vec<u8>)> =
             newest.into_iter().map(|(s, t, d)| (s, (t, d))).collect();
@@ -626,9 +639,15 @@ impl Store for SqliteStore {
             let Some((last, data)) = newest.get(&d.device.seq) else {
                 continue;
             };
-            if d.latest.as_ref().is_none_or(|l| l.ts < *last) {
-                let samples = block::decode(data).map_err(|e| corrupt_block(d.device.seq, &e))?;
-                d.latest = samples.into_iter().next_back();
+            if d.latest
+                .as_ref()
+                .is_none_or(|l| l.ts.last().is_none_or(|t| t < last))
+            {
+                let mut f = block::decode(data, &all)
+                    .map_err(|e| corrupt(d.device.seq, "sample block", e))?;
+                f.retain_range(*last, *last);
+                f.drop_empty_series();
+                d.latest = Some(f);
             }
         }
         Ok(out)
@@ -697,48 +716,13 @@ impl Store for SqliteStore {
     }
 
     async fn insert_batches(&self, batches: &[SampleBatch]) -> Result<Vec<u64>> {
-        // One multi-row INSERT per chunk and one UPDATE for the whole group: the number of
-        // round trips to SQLite does not grow with the number of batches.
-        const ROWS_PER_STATEMENT: usize = 8000;
-        let mut rows: Vec<(usize, i64, i64, &[u8])> = batches
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let rows: Vec<(usize, i64, &Row)> = batches
             .iter()
             .enumerate()
-            .flat_map(|(i, b)| {
-                b.samples
-                    .iter()
-                    .map(move |(ts, data)| (i, b.device_seq, *ts, data.as_slice()))
-            })
+            .flat_map(|(i, b)| b.samples.iter().map(move |r| (i, b.device_seq, r)))
             .collect();
-        let mut owner: std::collections::HashMap<(i64, i64), usize> =
-            std::collections::HashMap::with_capacity(rows.len());
-        for (i, seq, ts, _) in &rows {
-            owner.entry((*seq, *ts)).or_insert(*i);
-        }
-        let mut stored = vec![0u64; batches.len()];
-        let mut inserted: Vec<(i64, i64)> = Vec::with_capacity(rows.len());
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let marks = marks_of(&mut tx, rows.iter().map(|r| r.1)).await?;
-        drop_compacted(&mut tx, &marks, &mut rows).await?;
-        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-            let mut sql = String::with_capacity(40 + chunk.len() * 10);
-            sql.push_str("INSERT INTO samples (device_seq, ts, data) VALUES ");
-            for k in 0..chunk.len() {
-                sql.push_str(if k == 0 { "(?,?,?)" } else { ",(?,?,?)" });
-            }
-            sql.push_str(" ON CONFLICT DO NOTHING RETURNING device_seq, ts");
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for (_, seq, ts, data) in chunk {
-                q = q.bind(*seq).bind(*ts).bind(*data);
-            }
-            for r in q.fetch_all(&mut *tx).await? {
-                let key: (i64, i64) = (r.try_get(0)?, r.try_get(1)?);
-                if let Some(i) = owner.get(&key) {
-                    stored[*i] += 1;
-                }
-                inserted.push(key);
-            }
-        }
-        mark_late(&mut tx, &marks, &inserted).await?;
+        let (stored, learned) = insert_rows(&mut tx, &self.shapes, &rows, batches.len()).await?;
         let mut seen: Vec<i64> = batches
             .iter()
             .filter(|b| !b.samples.is_empty())
@@ -765,22 +749,33 @@ impl Store for SqliteStore {
             }
         }
         tx.commit().await?;
+        for (id, key) in learned {
+            self.shapes.learn(id, &key);
+        }
         Ok(stored)
     }
 
-    async fn samples(&self, device_seq: i64, from: i64, to: i64) -> Result<Vec<StoredSample>> {
+    async fn samples(
+        &self,
+        device_seq: i64,
+        from: i64,
+        to: i64,
+        filter: &SeriesFilter,
+    ) -> Result<Frame> {
         let mut conn = self.pool.acquire().await?;
-        let rows = sqlx::query(
-            "SELECT ts, data FROM samples WHERE device_seq = ? AND ts BETWEEN ? AND ? ORDER BY ts",
+        let rows: Vec<HotRow> = sqlx::query_as(
+            "SELECT ts, shape, vals FROM samples
+              WHERE device_seq = ? AND ts BETWEEN ? AND ? ORDER BY ts",
         )
         .bind(device_seq)
         .bind(from)
         .bind(to)
         .fetch_all(&mut *conn)
         .await?;
-        let hot = stored_samples(&rows)?;
-        let cold = block_samples(&mut conn, device_seq, from, to, usize::MAX).await?;
-        Ok(merge_sorted(hot, cold, usize::MAX))
+        let mut frame = block_frame(&mut conn, device_seq, from, to, usize::MAX, filter).await?;
+        frame.append(hot_frame(&mut conn, &self.shapes, &rows, filter).await?);
+        frame.sort();
+        Ok(frame)
     }
 
     async fn count_samples(&self, device_seq: i64) -> Result<i64> {
@@ -793,16 +788,11 @@ impl Store for SqliteStore {
         .await?)
     }
 
-    async fn samples_page(
-        &self,
-        device_seq: i64,
-        from: i64,
-        to: i64,
-        limit: i64,
-    ) -> Result<Vec<StoredSample>> {
+    async fn samples_page(&self, device_seq: i64, from: i64, to: i64, limit: i64) -> Result<Frame> {
         let mut conn = self.pool.acquire().await?;
-        let rows = sqlx::query(
-            "SELECT ts, data FROM samples WHERE device_seq = ? AND ts BETWEEN ? AND ? ORDER BY ts LIMIT ?",
+        let rows: Vec<HotRow> = sqlx::query_as(
+            "SELECT ts, shape, vals FROM samples
+              WHERE device_seq = ? AND ts BETWEEN ? AND ? ORDER BY ts LIMIT ?",
         )
         .bind(device_seq)
         .bind(from)
@@ -810,15 +800,18 @@ impl Store for SqliteStore {
         .bind(limit)
         .fetch_all(&mut *conn)
         .await?;
-        let hot = stored_samples(&rows)?;
         let limit = usize::try_from(limit).unwrap_or(0);
         // Blocks past the last hot row of a full page cannot make the page.
-        let horizon = match hot.last() {
-            Some(last) if hot.len() >= limit => last.ts,
+        let horizon = match rows.last() {
+            Some(last) if rows.len() >= limit => last.0,
             _ => to,
         };
-        let cold = block_samples(&mut conn, device_seq, from, horizon, limit).await?;
-        Ok(merge_sorted(hot, cold, limit))
+        let all = SeriesFilter::all();
+        let mut frame = block_frame(&mut conn, device_seq, from, horizon, limit, &all).await?;
+        frame.append(hot_frame(&mut conn, &self.shapes, &rows, &all).await?);
+        frame.sort();
+        frame.truncate(limit);
+        Ok(frame)
     }
 
     async fn count_samples_between(&self, device_seq: i64, from: i64, to: i64) -> Result<i64> {
@@ -855,12 +848,12 @@ impl Store for SqliteStore {
         .await?;
         let mut n = hot + whole;
         for data in partial {
-            let ts = block::timestamps(&data).map_err(|e| corrupt_block(device_seq, &e))?;
+            let ts =
+                block::timestamps(&data).map_err(|e| corrupt(device_seq, "sample block", e))?;
             n += ts.iter().filter(|t| (from..=to).contains(*t)).count() as i64;
         }
         Ok(n)
     }
-
     async fn delete_samples_before(&self, before: i64, limit: i64) -> Result<u64> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         self.step("raw retention")?;
@@ -922,11 +915,12 @@ impl Store for SqliteStore {
         .bind(before)
         .fetch_optional(&mut *tx)
         .await?;
+        let done = CompactStep {
+            samples: 0,
+            done: true,
+        };
         let Some(limit) = limit.map(|l| rollup::bucket_start(l, BLOCK_MS)) else {
-            return Ok(CompactStep {
-                samples: 0,
-                done: true,
-            });
+            return Ok(done);
         };
         let first: Option<i64> =
             sqlx::query_scalar("SELECT MIN(ts) FROM samples WHERE device_seq = ? AND ts < ?")
@@ -935,24 +929,22 @@ impl Store for SqliteStore {
                 .fetch_one(&mut *tx)
                 .await?;
         let Some(first) = first else {
-            return Ok(CompactStep {
-                samples: 0,
-                done: true,
-            });
+            return Ok(done);
         };
         self.step("compact read")?;
         let start = rollup::bucket_start(first, BLOCK_MS);
         let end = start + BLOCK_MS;
-        let rows = sqlx::query(
-            "SELECT ts, data FROM samples WHERE device_seq = ? AND ts >= ? AND ts < ? ORDER BY ts",
+        let rows: Vec<HotRow> = sqlx::query_as(
+            "SELECT ts, shape, vals FROM samples
+              WHERE device_seq = ? AND ts >= ? AND ts < ? ORDER BY ts",
         )
         .bind(device_seq)
         .bind(start)
         .bind(end)
         .fetch_all(&mut *tx)
         .await?;
-        let hot = stored_samples(&rows)?;
-        let moved = hot.len() as u64;
+        let all = SeriesFilter::all();
+        let moved = rows.len() as u64;
         // Late samples of a window already compacted join its block.
         let existing: Option<Vec<u8>> = sqlx::query_scalar(
             "SELECT data FROM sample_blocks WHERE device_seq = ? AND start_ts = ?",
@@ -961,17 +953,17 @@ impl Store for SqliteStore {
         .bind(start)
         .fetch_optional(&mut *tx)
         .await?;
-        let old = match existing {
-            Some(b) => block::decode(&b).map_err(|e| corrupt_block(device_seq, &e))?,
-            None => Vec::new(),
+        let mut frame = match existing {
+            Some(b) => {
+                block::decode(&b, &all).map_err(|e| corrupt(device_seq, "sample block", e))?
+            }
+            None => Frame::default(),
         };
-        let all = merge_sorted(hot, old, usize::MAX);
-        let data = block::encode(&all).map_err(|e| corrupt_block(device_seq, &e))?;
-        let (Some(lo), Some(hi)) = (all.first().map(|s| s.ts), all.last().map(|s| s.ts)) else {
-            return Ok(CompactStep {
-                samples: 0,
-                done: true,
-            });
+        frame.append(hot_frame(&mut tx, &self.shapes, &rows, &all).await?);
+        frame.sort();
+        let data = block::encode(&frame).map_err(|e| corrupt(device_seq, "sample block", e))?;
+        let (Some(lo), Some(hi)) = (frame.ts.first().copied(), frame.ts.last().copied()) else {
+            return Ok(done);
         };
         sqlx::query(
             "INSERT OR REPLACE INTO sample_blocks
@@ -981,7 +973,7 @@ impl Store for SqliteStore {
         .bind(start)
         .bind(lo)
         .bind(hi)
-        .bind(all.len() as i64)
+        .bind(frame.len() as i64)
         .bind(data)
         .execute(&mut *tx)
         .await?;
@@ -1082,8 +1074,8 @@ impl Store for SqliteStore {
                     rollup::bucket_start(start.saturating_add(max_span_ms.max(w)), w).min(limit);
                 let buckets = match tier {
                     Tier::Minute => {
-                        let rows = sqlx::query(
-                            "SELECT ts, data FROM samples
+                        let rows: Vec<HotRow> = sqlx::query_as(
+                            "SELECT ts, shape, vals FROM samples
                               WHERE device_seq = ? AND ts >= ? AND ts < ? ORDER BY ts",
                         )
                         .bind(device_seq)
@@ -1091,15 +1083,19 @@ impl Store for SqliteStore {
                         .bind(end)
                         .fetch_all(&mut *tx)
                         .await?;
-                        rollup::fold_samples(&stored_samples(&rows)?, w)
+                        let all = SeriesFilter::all();
+                        let frame = hot_frame(&mut tx, &self.shapes, &rows, &all).await?;
+                        rollup::fold_frame(&frame, w)
                     }
                     Tier::Hour => {
                         let mut out: BTreeMap<i64, rollup::Series> = BTreeMap::new();
                         let mut minutes: BTreeMap<i64, Vec<(i64, rollup::Series)>> =
                             BTreeMap::new();
-                        for (b, series) in
-                            read_rollups(&mut tx, device_seq, Tier::Minute, start, end).await?
-                        {
+                        let all = SeriesFilter::all();
+                        let runs =
+                            read_rollups(&mut tx, device_seq, Tier::Minute, start, end, &all, true)
+                                .await?;
+                        for (b, series) in rollup::runs_to_buckets(runs) {
                             let h = rollup::bucket_start(b, w);
                             rollup::merge_series(out.entry(h).or_default(), &series);
                             minutes.entry(h).or_default().push((b, series));
@@ -1107,7 +1103,7 @@ impl Store for SqliteStore {
                         for (h, list) in minutes {
                             let first = list.first().map_or(h, |m| m.0);
                             let data = rollup::encode_block(&list)
-                                .map_err(|e| corrupt_block(device_seq, &e))?;
+                                .map_err(|e| corrupt(device_seq, "minute block", e))?;
                             minute_blocks.push((h, first, data));
                         }
                         out
@@ -1171,10 +1167,11 @@ impl Store for SqliteStore {
             r.0 = r.0.min(*ts);
             r.1 = r.1.max(*ts);
         }
-        let mut by_device: BTreeMap<i64, Vec<StoredSample>> = BTreeMap::new();
+        let mut by_device: BTreeMap<i64, Frame> = BTreeMap::new();
+        let all = SeriesFilter::all();
         for (seq, (lo, hi)) in &ranges {
-            let rows = sqlx::query(
-                "SELECT s.ts, s.data FROM rollup_late l
+            let rows: Vec<HotRow> = sqlx::query_as(
+                "SELECT s.ts, s.shape, s.vals FROM rollup_late l
                    JOIN samples s ON s.device_seq = l.device_seq AND s.ts = l.ts
                   WHERE l.device_seq = ? AND l.ts BETWEEN ? AND ? ORDER BY l.ts",
             )
@@ -1183,7 +1180,7 @@ impl Store for SqliteStore {
             .bind(hi)
             .fetch_all(&mut *tx)
             .await?;
-            by_device.insert(*seq, stored_samples(&rows)?);
+            by_device.insert(*seq, hot_frame(&mut tx, &self.shapes, &rows, &all).await?);
         }
         for (seq, samples) in &by_device {
             let hour_mark: Option<i64> =
@@ -1192,7 +1189,7 @@ impl Store for SqliteStore {
                     .fetch_optional(&mut *tx)
                     .await?
                     .flatten();
-            let minutes = rollup::fold_samples(samples, Tier::Minute.width_ms());
+            let minutes = rollup::fold_frame(samples, Tier::Minute.width_ms());
             let mut hours: BTreeMap<i64, rollup::Series> = BTreeMap::new();
             for (b, delta) in &minutes {
                 merge_into_rollup(&mut tx, *seq, Tier::Minute, *b, delta).await?;
@@ -1226,20 +1223,11 @@ impl Store for SqliteStore {
         tier: Tier,
         from: i64,
         to: i64,
-    ) -> Result<Vec<(i64, rollup::Series)>> {
+        filter: &SeriesFilter,
+        sketches: bool,
+    ) -> Result<Runs> {
         let mut conn = self.pool.acquire().await?;
-        read_rollups(&mut conn, device_seq, tier, from, to).await
-    }
-
-    async fn rollup_sums(
-        &self,
-        device_seq: i64,
-        tier: Tier,
-        from: i64,
-        to: i64,
-    ) -> Result<Vec<(i64, rollup::Series)>> {
-        let mut conn = self.pool.acquire().await?;
-        read_rollups_with(&mut conn, device_seq, tier, from, to, false).await
+        read_rollups(&mut conn, device_seq, tier, from, to, filter, sketches).await
     }
 
     async fn tier_bounds(&self, device_seq: i64) -> Result<TierBounds> {
@@ -1793,20 +1781,82 @@ fn event_row(r: &SqliteRow) -> Result<AlertEventRow> {
 
 /// Samples in a full block at 1 Hz.
 const BLOCK_SAMPLES: i64 = 600;
+/// Rows per multi-row statement (4 parameters each, under SQLite's 32,766).
+const ROWS_PER_STATEMENT: usize = 8000;
 
-fn corrupt_block(device_seq: i64, e: &block::BlockError) -> StoreError {
-    StoreError::Corrupt(format!("sample block of device {device_seq}: {e}"))
+/// A hot row as read: `(ts, shape id, values)`.
+type HotRow = (i64, i64, Vec<u8>);
+
+fn corrupt(device_seq: i64, what: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(format!("{what} of device {device_seq}: {e}"))
 }
 
-/// Samples of the device's blocks with `from <= ts <= to`, oldest first; stops after the
+/// The names of shape `id`, from the cache or the database.
+async fn names_of(
+    conn: &mut sqlx::SqliteConnection,
+    cache: &ShapeCache,
+    id: i64,
+) -> Result<shape::Names> {
+    if let Some(n) = cache.names(id) {
+        return Ok(n);
+    }
+    let key: Option<String> = sqlx::query_scalar("SELECT names FROM shapes WHERE id = ?")
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    match key {
+        Some(k) => Ok(cache.learn(id, &k)),
+        None => Err(StoreError::Corrupt(format!(
+            "a hot row names shape {id}, which does not exist"
+        ))),
+    }
+}
+
+/// Hot rows (sorted by time) as a frame of the series `filter` wants.
+async fn hot_frame(
+    conn: &mut sqlx::SqliteConnection,
+    cache: &ShapeCache,
+    rows: &[HotRow],
+    filter: &SeriesFilter,
+) -> Result<Frame> {
+    let mut frame = Frame::default();
+    let mut i = 0;
+    while i < rows.len() {
+        let id = rows[i].1;
+        let mut j = i + 1;
+        while j < rows.len() && rows[j].1 == id {
+            j += 1;
+        }
+        let names = names_of(conn, cache, id).await?;
+        let values = rows[i..j]
+            .iter()
+            .map(|r| shape::decode_values(&r.2, names.len()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let refs: Vec<&str> = names.iter().map(|n| &**n).collect();
+        frame.push_rows(
+            &refs,
+            rows[i..j]
+                .iter()
+                .zip(&values)
+                .map(|(r, v)| (r.0, v.as_slice())),
+            filter,
+        );
+        i = j;
+    }
+    Ok(frame)
+}
+
+/// The device's blocks with `from <= ts <= to` as one frame, oldest first; stops after the
 /// block that brings the count to `limit`.
-async fn block_samples(
+async fn block_frame(
     conn: &mut sqlx::SqliteConnection,
     device_seq: i64,
     from: i64,
     to: i64,
     limit: usize,
-) -> Result<Vec<StoredSample>> {
+    filter: &SeriesFilter,
+) -> Result<Frame> {
     let blocks: Vec<Vec<u8>> = sqlx::query_scalar(
         "SELECT data FROM sample_blocks
           WHERE device_seq = ? AND last_ts >= ? AND first_ts <= ? ORDER BY start_ts",
@@ -1816,43 +1866,154 @@ async fn block_samples(
     .bind(to)
     .fetch_all(&mut *conn)
     .await?;
-    let mut out = Vec::new();
+    let mut out = Frame::default();
     for data in blocks {
         if out.len() >= limit {
             break;
         }
-        let samples = block::decode(&data).map_err(|e| corrupt_block(device_seq, &e))?;
-        out.extend(samples.into_iter().filter(|s| (from..=to).contains(&s.ts)));
+        let mut f =
+            block::decode(&data, filter).map_err(|e| corrupt(device_seq, "sample block", e))?;
+        f.retain_range(from, to);
+        out.append(f);
     }
     Ok(out)
 }
 
-/// Two time-sorted lists as one, at most `limit` long.
-fn merge_sorted(a: Vec<StoredSample>, b: Vec<StoredSample>, limit: usize) -> Vec<StoredSample> {
-    if b.is_empty() {
-        let mut a = a;
-        a.truncate(limit);
-        return a;
+/// Inserts rows `(batch index, device, row)` into the hot table, skipping samples already
+/// stored (hot or in a block), and records those below their minute mark as late. New
+/// shapes are stored in the same transaction; they are returned as `(id, names)` for the
+/// cache to learn once the transaction commits. Returns per batch how many were new.
+async fn insert_rows(
+    tx: &mut Transaction<'_, Sqlite>,
+    cache: &ShapeCache,
+    rows: &[(usize, i64, &Row)],
+    batches: usize,
+) -> Result<(Vec<u64>, Vec<(i64, String)>)> {
+    let mut stored = vec![0u64; batches];
+    let mut learned: Vec<(i64, String)> = Vec::new();
+    if rows.is_empty() {
+        return Ok((stored, learned));
     }
-    let mut out = Vec::with_capacity((a.len() + b.len()).min(limit));
-    let (mut a, mut b) = (a.into_iter().peekable(), b.into_iter().peekable());
-    while out.len() < limit {
-        let next = match (a.peek(), b.peek()) {
-            (Some(x), Some(y)) if x.ts <= y.ts => a.next(),
-            (Some(_), Some(_)) => b.next(),
-            (Some(_), None) => a.next(),
-            (None, _) => b.next(),
+    let mut owner: std::collections::HashMap<(i64, i64), usize> =
+        std::collections::HashMap::with_capacity(rows.len());
+    for (i, seq, r) in rows {
+        owner.entry((*seq, r.ts)).or_insert(*i);
+    }
+    // Shape ids: from the cache, else stored now.
+    let mut ids: std::collections::HashMap<&str, i64> = std::collections::HashMap::new();
+    for (_, _, r) in rows {
+        let key: &str = &r.names;
+        if ids.contains_key(key) {
+            continue;
+        }
+        let id = match cache.id(key) {
+            Some(id) => id,
+            None => {
+                sqlx::query("INSERT INTO shapes (names) VALUES (?) ON CONFLICT (names) DO NOTHING")
+                    .bind(key)
+                    .execute(&mut **tx)
+                    .await?;
+                let id: i64 = sqlx::query_scalar("SELECT id FROM shapes WHERE names = ?")
+                    .bind(key)
+                    .fetch_one(&mut **tx)
+                    .await?;
+                learned.push((id, key.to_string()));
+                id
+            }
         };
-        match next {
-            Some(s) => out.push(s),
-            None => break,
+        ids.insert(key, id);
+    }
+    let marks = marks_of(tx, rows.iter().map(|r| r.1)).await?;
+    let mut keep: Vec<(i64, i64, i64, Vec<u8>)> = rows
+        .iter()
+        .map(|(_, seq, r)| {
+            let id = ids.get(&*r.names).copied().unwrap_or_default();
+            (*seq, r.ts, id, shape::encode_values(&r.values))
+        })
+        .collect();
+    drop_compacted(tx, &marks, &mut keep).await?;
+    let mut inserted: Vec<(i64, i64)> = Vec::with_capacity(keep.len());
+    for chunk in keep.chunks(ROWS_PER_STATEMENT) {
+        let mut sql = String::with_capacity(60 + chunk.len() * 12);
+        sql.push_str("INSERT INTO samples (device_seq, ts, shape, vals) VALUES ");
+        for k in 0..chunk.len() {
+            sql.push_str(if k == 0 { "(?,?,?,?)" } else { ",(?,?,?,?)" });
+        }
+        sql.push_str(" ON CONFLICT DO NOTHING RETURNING device_seq, ts");
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (seq, ts, id, vals) in chunk {
+            q = q.bind(*seq).bind(*ts).bind(*id).bind(vals.as_slice());
+        }
+        for r in q.fetch_all(&mut **tx).await? {
+            let key: (i64, i64) = (r.try_get(0)?, r.try_get(1)?);
+            if let Some(i) = owner.get(&key) {
+                stored[*i] += 1;
+            }
+            inserted.push(key);
         }
     }
-    out
+    mark_late(tx, &marks, &inserted).await?;
+    Ok((stored, learned))
 }
 
-/// The minute and block marks of a device (`rollup_marks`), when it has them.
-#[derive(Clone, Copy, Default)]
+/// Converts version 1's JSON sample rows (`samples_v1`, left by migration 4) into hot rows,
+/// a chunk per transaction, then drops the table. Rows that are not samples are dropped.
+async fn convert_v1(pool: &SqlitePool, cache: &ShapeCache) -> Result<()> {
+    let exists: Option<i64> = sqlx::query_scalar(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'samples_v1'",
+    )
+    .fetch_optional(pool)
+    .await?;
+    if exists.is_none() {
+        return Ok(());
+    }
+    let mut converted = 0u64;
+    loop {
+        let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+        let old: Vec<(i64, i64, Vec<u8>)> = sqlx::query_as(
+            "SELECT device_seq, ts, data FROM samples_v1 ORDER BY device_seq, ts LIMIT 2000",
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        let Some((last_seq, last_ts, _)) = old.last().cloned() else {
+            sqlx::query("DROP TABLE samples_v1")
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            break;
+        };
+        let parsed: Vec<(i64, Row)> = old
+            .iter()
+            .filter_map(|(seq, ts, data)| {
+                let mut s: vitals_proto::MetricSample = serde_json::from_slice(data).ok()?;
+                s.ts = *ts;
+                Some((*seq, Row::of(&s)))
+            })
+            .collect();
+        let rows: Vec<(usize, i64, &Row)> = parsed.iter().map(|(seq, r)| (0, *seq, r)).collect();
+        let (_, learned) = insert_rows(&mut tx, cache, &rows, 1).await?;
+        sqlx::query(
+            "DELETE FROM samples_v1 WHERE device_seq < ?1 OR (device_seq = ?1 AND ts <= ?2)",
+        )
+        .bind(last_seq)
+        .bind(last_ts)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        for (id, key) in learned {
+            cache.learn(id, &key);
+        }
+        converted += old.len() as u64;
+    }
+    if converted > 0 {
+        tracing::info!(
+            samples = converted,
+            "converted version 1 samples to series rows"
+        );
+    }
+    Ok(())
+}
+
 struct Marks {
     minute: Option<i64>,
     block: Option<i64>,
@@ -1891,10 +2052,10 @@ async fn marks_of(
 async fn drop_compacted(
     tx: &mut Transaction<'_, Sqlite>,
     marks: &std::collections::HashMap<i64, Marks>,
-    rows: &mut Vec<(usize, i64, i64, &[u8])>,
+    rows: &mut Vec<(i64, i64, i64, Vec<u8>)>,
 ) -> Result<()> {
     let mut windows: BTreeMap<(i64, i64), Option<std::collections::HashSet<i64>>> = BTreeMap::new();
-    for (_, seq, ts, _) in rows.iter() {
+    for (seq, ts, _, _) in rows.iter() {
         if marks
             .get(seq)
             .and_then(|m| m.block)
@@ -1915,11 +2076,11 @@ async fn drop_compacted(
         .fetch_optional(&mut **tx)
         .await?;
         if let Some(data) = data {
-            let ts = block::timestamps(&data).map_err(|e| corrupt_block(*seq, &e))?;
+            let ts = block::timestamps(&data).map_err(|e| corrupt(*seq, "sample block", e))?;
             *set = Some(ts.into_iter().collect());
         }
     }
-    rows.retain(|(_, seq, ts, _)| {
+    rows.retain(|(seq, ts, _, _)| {
         !windows
             .get(&(*seq, rollup::bucket_start(*ts, BLOCK_MS)))
             .and_then(|s| s.as_ref())
@@ -1965,18 +2126,9 @@ async fn read_rollups(
     tier: Tier,
     from: i64,
     to: i64,
-) -> Result<Vec<(i64, rollup::Series)>> {
-    read_rollups_with(conn, device_seq, tier, from, to, true).await
-}
-
-async fn read_rollups_with(
-    conn: &mut sqlx::SqliteConnection,
-    device_seq: i64,
-    tier: Tier,
-    from: i64,
-    to: i64,
+    filter: &SeriesFilter,
     sketches: bool,
-) -> Result<Vec<(i64, rollup::Series)>> {
+) -> Result<Runs> {
     let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(
         "SELECT bucket, data FROM rollups
           WHERE tier = ? AND device_seq = ? AND bucket >= ? AND bucket < ? ORDER BY bucket",
@@ -1987,18 +2139,11 @@ async fn read_rollups_with(
     .bind(to)
     .fetch_all(&mut *conn)
     .await?;
-    let mut out: Vec<(i64, rollup::Series)> = rows
-        .into_iter()
-        .map(|(b, data)| {
-            let series = rollup::decode_with(&data, sketches).map_err(|e| {
-                StoreError::Corrupt(format!(
-                    "{} rollup of device {device_seq} at {b}: {e}",
-                    tier.name()
-                ))
-            })?;
-            Ok((b, series))
-        })
-        .collect::<Result<_>>()?;
+    let mut runs = Runs::new();
+    for (b, data) in rows {
+        rollup::decode_into(&data, b, filter, sketches, &mut runs)
+            .map_err(|e| corrupt(device_seq, tier.name(), format!("rollup at {b}: {e}")))?;
+    }
     if tier == Tier::Minute {
         let hour = Tier::Hour.width_ms();
         let blocks: Vec<Vec<u8>> = sqlx::query_scalar(
@@ -2010,16 +2155,13 @@ async fn read_rollups_with(
         .bind(to)
         .fetch_all(&mut *conn)
         .await?;
-        if !blocks.is_empty() {
-            for data in blocks {
-                let minutes = rollup::decode_block_with(&data, sketches)
-                    .map_err(|e| corrupt_block(device_seq, &e))?;
-                out.extend(minutes.into_iter().filter(|(b, _)| (from..to).contains(b)));
-            }
-            out.sort_by_key(|(b, _)| *b);
+        for data in blocks {
+            rollup::decode_block_into(&data, from, to, filter, sketches, &mut runs)
+                .map_err(|e| corrupt(device_seq, "minute block", e))?;
         }
     }
-    Ok(out)
+    rollup::sort_runs(&mut runs);
+    Ok(runs)
 }
 
 async fn write_minute_block(
@@ -2079,7 +2221,7 @@ async fn merge_into_rollup(
                 .await?;
         if let Some(data) = block {
             let mut minutes =
-                rollup::decode_block(&data).map_err(|e| corrupt_block(device_seq, &e))?;
+                rollup::decode_block(&data).map_err(|e| corrupt(device_seq, "minute block", e))?;
             match minutes.iter_mut().find(|(b, _)| *b == bucket) {
                 Some((_, s)) => rollup::merge_series(s, delta),
                 None => {
@@ -2088,27 +2230,17 @@ async fn merge_into_rollup(
                 }
             }
             let first = minutes.first().map_or(bucket, |m| m.0);
-            let data = rollup::encode_block(&minutes).map_err(|e| corrupt_block(device_seq, &e))?;
+            let data = rollup::encode_block(&minutes)
+                .map_err(|e| corrupt(device_seq, "minute block", e))?;
             return write_minute_block(tx, device_seq, hour, first, &data).await;
         }
     }
-    let mut merged = read_rollups(tx, device_seq, tier, bucket, bucket + 1)
-        .await?
+    let all = SeriesFilter::all();
+    let runs = read_rollups(tx, device_seq, tier, bucket, bucket + 1, &all, true).await?;
+    let mut merged = rollup::runs_to_buckets(runs)
         .pop()
         .map(|(_, s)| s)
         .unwrap_or_default();
     rollup::merge_series(&mut merged, delta);
     write_rollup(tx, device_seq, tier, bucket, &merged).await
-}
-
-/// `(ts, data)` rows as samples.
-fn stored_samples(rows: &[sqlx::sqlite::SqliteRow]) -> Result<Vec<StoredSample>> {
-    rows.iter()
-        .map(|r| {
-            Ok(StoredSample {
-                ts: r.try_get("ts")?,
-                data: r.try_get("data")?,
-            })
-        })
-        .collect()
 }

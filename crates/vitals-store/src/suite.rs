@@ -264,14 +264,21 @@ pub async fn devices_and_tokens(s: Arc<dyn Store>) {
     assert!(s.device(&d.id).await.expect("q").is_none());
 }
 
+/// A sample with one series, `t` = `ts / 1000`.
+fn tiny(ts: i64) -> Row {
+    Row {
+        ts,
+        names: Arc::from("t"),
+        values: vec![(ts / 1000) as f64],
+    }
+}
+
 pub async fn samples_idempotent_group_commit(s: Arc<dyn Store>) {
     let a = s.create_device(device("a")).await.expect("device");
     let b = s.create_device(device("b")).await.expect("device");
     let batch = |seq, from: i64, n: i64| SampleBatch {
         device_seq: seq,
-        samples: (from..from + n)
-            .map(|t| (t * 1000, format!("{{\"t\":{t}}}").into_bytes()))
-            .collect(),
+        samples: (from..from + n).map(|t| tiny(t * 1000)).collect(),
         now: from * 1000 + n * 1000,
     };
     let stored = s
@@ -289,8 +296,33 @@ pub async fn samples_idempotent_group_commit(s: Arc<dyn Store>) {
     assert_eq!(s.count_samples(b.seq).await.expect("count"), 5);
     let list = s.list_devices().await.expect("list");
     let la = list.iter().find(|d| d.device.id == a.id).expect("a");
-    assert_eq!(la.latest.as_ref().map(|l| l.ts), Some(14_000));
+    let latest = la.latest.as_ref().expect("latest");
+    assert_eq!(latest.ts, vec![14_000]);
+    assert_eq!(latest.series["t"], vec![14.0]);
     assert_eq!(la.device.last_seen, Some(15_000));
+    // Samples of another shape in the same device and commit: each keeps its own series.
+    let odd = Row {
+        ts: 20_000,
+        names: Arc::from("t\ncpu.core[0]"),
+        values: vec![20.0, 55.5],
+    };
+    let stored = s
+        .insert_batches(&[SampleBatch {
+            device_seq: a.seq,
+            samples: vec![odd, tiny(21_000)],
+            now: 22_000,
+        }])
+        .await
+        .expect("insert");
+    assert_eq!(stored, vec![2]);
+    let f = s
+        .samples(a.seq, 19_000, 21_000, &SeriesFilter::all())
+        .await
+        .expect("read");
+    assert_eq!(f.ts, vec![20_000, 21_000]);
+    assert_eq!(f.series["t"], vec![20.0, 21.0]);
+    assert_eq!(f.series["cpu.core[0]"][0], 55.5);
+    assert!(f.series["cpu.core[0]"][1].is_nan());
     // Deleting a device deletes its samples.
     s.delete_device(&b.id).await.expect("delete");
     assert_eq!(s.count_samples(b.seq).await.expect("count"), 0);
@@ -298,7 +330,7 @@ pub async fn samples_idempotent_group_commit(s: Arc<dyn Store>) {
 
 pub async fn sample_ranges_and_retention(s: Arc<dyn Store>) {
     let a = s.create_device(device("a")).await.expect("device");
-    let samples = (0..100).map(|t| (t * 1000, b"{}".to_vec())).collect();
+    let samples = (0..100).map(|t| tiny(t * 1000)).collect();
     s.insert_batches(&[SampleBatch {
         device_seq: a.seq,
         samples,
@@ -306,7 +338,10 @@ pub async fn sample_ranges_and_retention(s: Arc<dyn Store>) {
     }])
     .await
     .expect("insert");
-    let r = s.samples(a.seq, 10_000, 19_000).await.expect("range");
+    let r = s
+        .samples(a.seq, 10_000, 19_000, &SeriesFilter::all())
+        .await
+        .expect("range");
     assert_eq!(
         s.count_samples_between(a.seq, 10_000, 19_000)
             .await
@@ -314,22 +349,17 @@ pub async fn sample_ranges_and_retention(s: Arc<dyn Store>) {
         10
     );
     assert_eq!(r.len(), 10);
-    assert_eq!(r[0].ts, 10_000);
-    assert_eq!(r[9].ts, 19_000);
+    assert_eq!(r.ts[0], 10_000);
+    assert_eq!(r.ts[9], 19_000);
+    assert_eq!(r.series["t"][9], 19.0);
     // Pages continue where the last one ended and stop at `to`.
     let p1 = s.samples_page(a.seq, 0, 25_000, 20).await.expect("page");
-    assert_eq!(
-        p1.iter().map(|x| x.ts).collect::<Vec<_>>(),
-        (0..20).map(|t| t * 1000).collect::<Vec<_>>()
-    );
+    assert_eq!(p1.ts, (0..20).map(|t| t * 1000).collect::<Vec<_>>());
     let p2 = s
         .samples_page(a.seq, 19_001, 25_000, 20)
         .await
         .expect("page");
-    assert_eq!(
-        p2.iter().map(|x| x.ts).collect::<Vec<_>>(),
-        (20..=25).map(|t| t * 1000).collect::<Vec<_>>()
-    );
+    assert_eq!(p2.ts, (20..=25).map(|t| t * 1000).collect::<Vec<_>>());
     assert!(
         s.samples_page(a.seq, 99_001, i64::MAX, 20)
             .await
@@ -367,23 +397,27 @@ pub async fn sample_ranges_and_retention(s: Arc<dyn Store>) {
     assert_eq!(s.count_samples(a.seq).await.expect("count"), 40);
 }
 
-/// A JSON `MetricSample` whose CPU is `cpu` and memory 1..=4 GB.
-pub fn metric_json(ts: i64, cpu: f64) -> Vec<u8> {
-    serde_json::to_vec(&serde_json::json!({
+/// A `MetricSample` (flattened) whose CPU is `cpu` and memory 1..=4 GB.
+pub fn metric_row(ts: i64, cpu: f64) -> Row {
+    let s: vitals_proto::MetricSample = serde_json::from_value(serde_json::json!({
         "v": 1, "ts": ts, "hostId": "h",
         "cpu": {"total": cpu, "perCore": [cpu, 100.0 - cpu]},
         "mem": {"used": 1e9 + (ts % 3) as f64 * 1e9, "total": 8e9},
         "disk": [], "net": {"txBps": 1.0, "rxBps": 2.0},
         "uptimeSec": 10.0, "procCount": 5.0
     }))
-    .expect("json")
+    .expect("sample");
+    Row::of(&s)
 }
 
 /// Every series of the device's raw samples in `[from, to)`, folded into one rollup each.
 async fn raw_fold(s: &Arc<dyn Store>, seq: i64, from: i64, to: i64) -> rollup::Series {
-    let raw = s.samples(seq, from, to - 1).await.expect("raw");
+    let raw = s
+        .samples(seq, from, to - 1, &SeriesFilter::all())
+        .await
+        .expect("raw");
     let mut all = rollup::Series::new();
-    for (_, b) in rollup::fold_samples(&raw, 1 << 50) {
+    for (_, b) in rollup::fold_frame(&raw, 1 << 50) {
         rollup::merge_series(&mut all, &b);
     }
     all
@@ -391,7 +425,11 @@ async fn raw_fold(s: &Arc<dyn Store>, seq: i64, from: i64, to: i64) -> rollup::S
 
 async fn tier_fold(s: &Arc<dyn Store>, seq: i64, tier: Tier, from: i64, to: i64) -> rollup::Series {
     let mut all = rollup::Series::new();
-    for (_, b) in s.rollups(seq, tier, from, to).await.expect("rollups") {
+    let runs = s
+        .rollups(seq, tier, from, to, &SeriesFilter::all(), true)
+        .await
+        .expect("rollups");
+    for (_, b) in rollup::runs_to_buckets(runs) {
         rollup::merge_series(&mut all, &b);
     }
     all
@@ -420,10 +458,10 @@ pub async fn tiers_roll_up_merge_late_and_retain(s: Arc<dyn Store>) {
     let b = s.create_device(device("b")).await.expect("device");
     // Three hours at 1 Hz, minus a gap of 10 minutes, for `a`; nothing yet for `b`.
     let t0 = 10 * H;
-    let samples: Vec<(i64, Vec<u8>)> = (0..3 * 3600)
+    let samples: Vec<Row> = (0..3 * 3600)
         .map(|i| t0 + i * 1000)
         .filter(|ts| !(t0 + H..t0 + H + 600_000).contains(ts))
-        .map(|ts| (ts, metric_json(ts, (ts / 1000 % 97) as f64)))
+        .map(|ts| metric_row(ts, (ts / 1000 % 97) as f64))
         .collect();
     s.insert_batches(&[SampleBatch {
         device_seq: a.seq,
@@ -461,9 +499,9 @@ pub async fn tiers_roll_up_merge_late_and_retain(s: Arc<dyn Store>) {
 
     // Late samples (a replayed spool filling the gap) are merged into both tiers once,
     // replays of them are ignored, and `b`'s first data below its mark counts too.
-    let late: Vec<(i64, Vec<u8>)> = (0..600)
+    let late: Vec<Row> = (0..600)
         .map(|i| t0 + H + i * 1000)
-        .map(|ts| (ts, metric_json(ts, 50.0)))
+        .map(|ts| metric_row(ts, 50.0))
         .collect();
     let batch = SampleBatch {
         device_seq: a.seq,
@@ -478,7 +516,7 @@ pub async fn tiers_roll_up_merge_late_and_retain(s: Arc<dyn Store>) {
         .expect("replay");
     s.insert_batches(&[SampleBatch {
         device_seq: b.seq,
-        samples: vec![(t0 + 5_000, metric_json(t0 + 5_000, 7.0))],
+        samples: vec![metric_row(t0 + 5_000, 7.0)],
         now: 2,
     }])
     .await
@@ -521,7 +559,7 @@ pub async fn tiers_roll_up_merge_late_and_retain(s: Arc<dyn Store>) {
     // Deleting the device deletes its tiers.
     assert!(s.delete_device(&a.id).await.expect("delete"));
     assert!(
-        s.rollups(a.seq, Tier::Hour, 0, i64::MAX)
+        s.rollups(a.seq, Tier::Hour, 0, i64::MAX, &SeriesFilter::all(), true)
             .await
             .expect("rollups")
             .is_empty()
@@ -768,16 +806,13 @@ pub async fn compaction_is_invisible_to_reads(s: Arc<dyn Store>) {
     const M: i64 = 60_000;
     let a = s.create_device(device("a")).await.expect("device");
     let t0 = 100 * M;
-    let mut sent: Vec<StoredSample> = (0..25 * 60)
+    let mut sent: Vec<Row> = (0..25 * 60)
         .map(|i| t0 + i * 1000)
-        .map(|ts| StoredSample {
-            ts,
-            data: metric_json(ts, (ts / 1000 % 89) as f64 + 0.5),
-        })
+        .map(|ts| metric_row(ts, (ts / 1000 % 89) as f64 + 0.5))
         .collect();
-    let batch = |v: &[StoredSample]| SampleBatch {
+    let batch = |v: &[Row]| SampleBatch {
         device_seq: a.seq,
-        samples: v.iter().map(|x| (x.ts, x.data.clone())).collect(),
+        samples: v.to_vec(),
         now: 1,
     };
     s.insert_batches(&[batch(&sent)]).await.expect("insert");
@@ -786,8 +821,15 @@ pub async fn compaction_is_invisible_to_reads(s: Arc<dyn Store>) {
         .await
         .expect("job");
     assert_eq!(r.compacted, 1200);
-    let all = s.samples(a.seq, 0, i64::MAX).await.expect("samples");
-    assert!(all == sent, "reads give back exactly what was stored");
+    let everything = SeriesFilter::all();
+    let all = s
+        .samples(a.seq, 0, i64::MAX, &everything)
+        .await
+        .expect("samples");
+    assert!(
+        all == Frame::of_rows(&sent),
+        "reads give back exactly what was stored"
+    );
     assert_eq!(s.count_samples(a.seq).await.expect("count"), 1500);
     let (from, to) = (t0 + 5 * M + 500, t0 + 22 * M);
     let want = sent.iter().filter(|x| (from..=to).contains(&x.ts)).count() as i64;
@@ -797,19 +839,32 @@ pub async fn compaction_is_invisible_to_reads(s: Arc<dyn Store>) {
             .expect("count"),
         want
     );
-    let mut paged = Vec::new();
+    // A read of some series across blocks and hot rows.
+    let some = s
+        .samples(a.seq, from, to, &SeriesFilter::only(vec!["cpu*".into()]))
+        .await
+        .expect("samples");
+    assert_eq!(some.len() as i64, want);
+    assert_eq!(
+        some.series.keys().collect::<Vec<_>>(),
+        vec!["cpu", "cpu.core[0]", "cpu.core[1]"]
+    );
+    let mut paged = Frame::default();
     let mut cursor = 0;
     loop {
         let page = s
             .samples_page(a.seq, cursor, i64::MAX, 250)
             .await
             .expect("page");
-        let Some(last) = page.last() else { break };
-        cursor = last.ts + 1;
+        let Some(last) = page.ts.last() else { break };
+        cursor = last + 1;
         assert!(page.len() <= 250);
-        paged.extend(page);
+        paged.append(page);
     }
-    assert!(paged == sent, "pages across blocks and hot rows");
+    assert!(
+        paged == Frame::of_rows(&sent),
+        "pages across blocks and hot rows"
+    );
     // A replay of compacted samples stores nothing; a new late one joins its block.
     assert_eq!(
         s.insert_batches(&[batch(&sent[..100])])
@@ -817,10 +872,7 @@ pub async fn compaction_is_invisible_to_reads(s: Arc<dyn Store>) {
             .expect("replay"),
         vec![0]
     );
-    let late = StoredSample {
-        ts: t0 + 500,
-        data: metric_json(t0 + 500, 1.0),
-    };
+    let late = metric_row(t0 + 500, 1.0);
     assert_eq!(
         s.insert_batches(&[batch(std::slice::from_ref(&late))])
             .await
@@ -832,19 +884,28 @@ pub async fn compaction_is_invisible_to_reads(s: Arc<dyn Store>) {
         .expect("job");
     assert_eq!((r.late_samples, r.compacted), (1, 1));
     sent.insert(1, late);
-    assert!(s.samples(a.seq, 0, i64::MAX).await.expect("samples") == sent);
+    assert!(
+        s.samples(a.seq, 0, i64::MAX, &everything)
+            .await
+            .expect("samples")
+            == Frame::of_rows(&sent)
+    );
     let minute = s
-        .rollups(a.seq, Tier::Minute, t0, t0 + 1)
+        .rollups(a.seq, Tier::Minute, t0, t0 + 1, &everything, true)
         .await
         .expect("rollups");
     assert_eq!(
-        minute[0].1["cpu"].count, 61,
+        minute["cpu"][0].1.count, 61,
         "the late sample is in its minute"
     );
     // Everything compacted: the latest sample still comes back, from its block.
     tiers::roll_up_all(&*s, t0 + 60 * M).await.expect("job");
     let listed = s.list_devices().await.expect("list");
-    assert_eq!(listed[0].latest.as_ref(), sent.last());
+    let last = sent.last().expect("sent");
+    assert_eq!(
+        listed[0].latest.as_ref(),
+        Some(&Frame::of_rows(std::slice::from_ref(last)))
+    );
     assert_eq!(s.tier_bounds(a.seq).await.expect("bounds").raw_lo, Some(t0));
     // Retention drops whole blocks.
     let mut gone = 0;

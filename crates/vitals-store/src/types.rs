@@ -154,24 +154,18 @@ pub struct Device {
 #[derive(Debug, Clone, PartialEq)]
 pub struct DeviceWithLatest {
     pub device: Device,
-    /// The newest stored sample (JSON), if any.
-    pub latest: Option<StoredSample>,
+    /// The newest stored sample (a frame of one row), if any.
+    pub latest: Option<crate::Frame>,
 }
 
 /// Samples of one device to store together.
 #[derive(Debug, Clone)]
 pub struct SampleBatch {
     pub device_seq: i64,
-    /// `(ts, JSON of the validated MetricSample)`.
-    pub samples: Vec<(i64, Vec<u8>)>,
+    /// The validated samples, flattened.
+    pub samples: Vec<crate::Row>,
     /// Becomes the device's `last_seen`.
     pub now: i64,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct StoredSample {
-    pub ts: i64,
-    pub data: Vec<u8>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

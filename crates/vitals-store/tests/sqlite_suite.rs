@@ -12,3 +12,73 @@ async fn fresh() -> Option<Arc<dyn Store>> {
 }
 
 vitals_store::store_test_suite!(fresh());
+
+/// A database written by version 1 (samples as JSON rows) is converted to series rows when it
+/// is opened: every sample keeps its time and numbers; rows that are not samples are dropped.
+#[tokio::test]
+async fn version_1_json_samples_are_converted_on_open() {
+    use vitals_store::{NewDevice, SeriesFilter};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("vitals.db");
+    let store = SqliteStore::open(&path).await.expect("open");
+    let d = store
+        .create_device(NewDevice {
+            name: "old".into(),
+            host_id: "h".into(),
+            token_hash: None,
+            simulated: false,
+            agent_version: None,
+            now: 1,
+        })
+        .await
+        .expect("device");
+    store.close().await;
+    // What migration 4 leaves of a version 1 database: its JSON rows in `samples_v1`.
+    let url = format!("sqlite://{}", path.display());
+    let pool = sqlx::SqlitePool::connect(&url).await.expect("pool");
+    sqlx::query("CREATE TABLE samples_v1 (device_seq INTEGER, ts INTEGER, data BLOB, PRIMARY KEY (device_seq, ts))")
+        .execute(&pool)
+        .await
+        .expect("table");
+    for i in 0..2500i64 {
+        let json = serde_json::json!({
+            "v": 1, "ts": i * 1000, "hostId": "h",
+            "cpu": {"total": (i % 100) as f64 + 0.5, "perCore": [1.5]},
+            "mem": {"used": 1e9, "total": 8e9},
+            "disk": [{"name": "/", "used": 5.0, "total": 10.0}],
+            "net": {"txBps": 1.0, "rxBps": i as f64}, "uptimeSec": 10.0, "procCount": 5.0
+        });
+        sqlx::query("INSERT INTO samples_v1 VALUES (?, ?, ?)")
+            .bind(d.seq)
+            .bind(i * 1000)
+            .bind(serde_json::to_vec(&json).expect("json"))
+            .execute(&pool)
+            .await
+            .expect("row");
+    }
+    sqlx::query("INSERT INTO samples_v1 VALUES (?, 9999999, 'not json')")
+        .bind(d.seq)
+        .execute(&pool)
+        .await
+        .expect("row");
+    pool.close().await;
+
+    let store = SqliteStore::open(&path).await.expect("reopen converts");
+    assert_eq!(store.count_samples(d.seq).await.expect("count"), 2500);
+    let f = store
+        .samples(d.seq, 0, i64::MAX, &SeriesFilter::all())
+        .await
+        .expect("read");
+    assert_eq!(f.ts[2499], 2_499_000);
+    assert_eq!(f.series["cpu"][42], 42.5);
+    assert_eq!(f.series["net.rx_bps"][2499], 2499.0);
+    assert_eq!(f.series["disk[/].pct"][0], 50.0);
+    store.close().await;
+    let pool = sqlx::SqlitePool::connect(&url).await.expect("pool");
+    let left: Option<i64> =
+        sqlx::query_scalar("SELECT 1 FROM sqlite_master WHERE name = 'samples_v1'")
+            .fetch_optional(&pool)
+            .await
+            .expect("query");
+    assert!(left.is_none(), "the old table is dropped");
+}

@@ -6,9 +6,9 @@
 use std::time::Duration;
 
 use vitals_store::rollup::{self, Series};
-use vitals_store::suite::metric_json;
+use vitals_store::suite::metric_row;
 use vitals_store::tiers::{self, Level, Retention};
-use vitals_store::{NewDevice, SampleBatch, SqliteStore, Store, StoreError, StoredSample};
+use vitals_store::{Frame, NewDevice, SampleBatch, SeriesFilter, SqliteStore, Store, StoreError};
 
 const M: i64 = 60_000;
 const H: i64 = 3_600_000;
@@ -31,7 +31,7 @@ fn batch(seq: i64, late: bool) -> SampleBatch {
         samples: stamps()
             .into_iter()
             .filter(|t| in_hole(*t) == late)
-            .map(|t| (t, metric_json(t, (t / 20_000 % 101) as f64)))
+            .map(|t| metric_row(t, (t / 20_000 % 101) as f64))
             .collect(),
         now: 1,
     }
@@ -41,12 +41,7 @@ fn batch(seq: i64, late: bool) -> SampleBatch {
 fn reference(seq: i64) -> Series {
     let mut all = Series::new();
     for b in [batch(seq, false), batch(seq, true)] {
-        let raw: Vec<StoredSample> = b
-            .samples
-            .into_iter()
-            .map(|(ts, data)| StoredSample { ts, data })
-            .collect();
-        for (_, s) in rollup::fold_samples(&raw, 1 << 50) {
+        for (_, s) in rollup::fold_frame(&Frame::of_rows(&b.samples), 1 << 50) {
             rollup::merge_series(&mut all, &s);
         }
     }
@@ -60,16 +55,21 @@ async fn planned(store: &dyn Store, seq: i64) -> Series {
     for seg in tiers::plan(0, i64::MAX, Level::Hour, &bounds) {
         let parts = match seg.level.tier() {
             None => {
-                let raw = store.samples(seq, seg.from, seg.to - 1).await.expect("raw");
-                rollup::fold_samples(&raw, 1 << 50).into_values().collect()
+                let raw = store
+                    .samples(seq, seg.from, seg.to - 1, &SeriesFilter::all())
+                    .await
+                    .expect("raw");
+                rollup::fold_frame(&raw, 1 << 50).into_values().collect()
             }
-            Some(t) => store
-                .rollups(seq, t, seg.from, seg.to)
-                .await
-                .expect("rollups")
-                .into_iter()
-                .map(|(_, s)| s)
-                .collect::<Vec<_>>(),
+            Some(t) => rollup::runs_to_buckets(
+                store
+                    .rollups(seq, t, seg.from, seg.to, &SeriesFilter::all(), true)
+                    .await
+                    .expect("rollups"),
+            )
+            .into_iter()
+            .map(|(_, s)| s)
+            .collect::<Vec<_>>(),
         };
         for s in &parts {
             rollup::merge_series(&mut all, s);

@@ -12,9 +12,9 @@ use std::sync::Arc;
 use vitals_proto::state::DeviceState;
 use vitals_proto::validate::{Window, validate_batch};
 use vitals_proto::{AgentMessage, ErrorCode, HubMessage, MetricSample};
-use vitals_store::{Device, SampleBatch};
+use vitals_store::{Device, Row, SampleBatch};
 
-use crate::state::{AppState, LiveEvent};
+use crate::state::{AppState, LiveEvent, LiveSample};
 use crate::telemetry;
 use writer::WriteError;
 
@@ -25,6 +25,26 @@ fn error(seq: Option<u64>, code: ErrorCode, message: impl Into<String>) -> HubMe
         message: message.into(),
         retry_after_ms: None,
     }
+}
+
+/// Flattens validated samples for storage; consecutive samples of one shape share its names.
+pub fn rows_of(samples: &[MetricSample]) -> Vec<Row> {
+    let mut rows: Vec<Row> = Vec::with_capacity(samples.len());
+    let mut names = String::new();
+    let mut values = Vec::new();
+    for s in samples {
+        vitals_proto::series::flatten_into(s, &mut names, &mut values);
+        let shared = match rows.last() {
+            Some(r) if *r.names == *names => Arc::clone(&r.names),
+            _ => Arc::from(names.as_str()),
+        };
+        rows.push(Row {
+            ts: s.ts,
+            names: shared,
+            values: values.clone(),
+        });
+    }
+    rows
 }
 
 /// Handles one text message from a device and returns the answer to send.
@@ -96,19 +116,14 @@ pub async fn handle_metrics(
         telemetry::rejected(&device.id, ErrorCode::HostMismatch, &m);
         return error(Some(seq), ErrorCode::HostMismatch, m);
     }
-    let mut rows = Vec::with_capacity(samples.len());
-    for s in &samples {
-        match serde_json::to_vec(s) {
-            Ok(json) => rows.push((s.ts, json)),
-            Err(e) => return error(Some(seq), ErrorCode::Internal, format!("encode: {e}")),
-        }
-    }
+    let rows = rows_of(&samples);
+    let live: Vec<LiveSample> = samples.iter().cloned().map(LiveSample::new).collect();
     let batch = SampleBatch {
         device_seq: device.seq,
         samples: rows,
         now,
     };
-    match state.writer.submit(&device.id, batch).await {
+    match state.writer.submit(&device.id, batch, live).await {
         Ok(stored) => {
             if stored > 0 {
                 state

@@ -11,7 +11,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use vitals_store::{SampleBatch, Store};
 
-use crate::state::LiveEvent;
+use crate::state::{LiveEvent, LiveSample};
 use crate::telemetry;
 
 /// Most batches in one group commit.
@@ -33,6 +33,8 @@ pub enum WriteError {
 struct WriteRequest {
     device_id: String,
     batch: SampleBatch,
+    /// The batch's samples as live views get them, published after the commit.
+    live: Vec<LiveSample>,
     reply: oneshot::Sender<Result<u64, WriteError>>,
 }
 
@@ -58,13 +60,20 @@ impl Writer {
         (Writer { tx }, handle)
     }
 
-    /// Commits `batch` durably; returns how many samples were new.
-    pub async fn submit(&self, device_id: &str, batch: SampleBatch) -> Result<u64, WriteError> {
+    /// Commits `batch` durably; returns how many samples were new. `live` (the same samples)
+    /// goes to live views once they are committed.
+    pub async fn submit(
+        &self,
+        device_id: &str,
+        batch: SampleBatch,
+        live: Vec<LiveSample>,
+    ) -> Result<u64, WriteError> {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(WriteRequest {
                 device_id: device_id.to_string(),
                 batch,
+                live,
                 reply,
             })
             .await
@@ -132,16 +141,11 @@ async fn commit(
         Ok(stored) => {
             let total: u64 = stored.iter().sum();
             metrics::counter!(telemetry::INGESTED_SAMPLES).increment(total);
-            for ((req, n), batch) in group.drain(..).zip(stored).zip(batches) {
+            for (mut req, n) in group.drain(..).zip(stored) {
                 if events.receiver_count() > 0 && n > 0 {
-                    let samples = batch
-                        .samples
-                        .into_iter()
-                        .map(|(ts, data)| (ts, Arc::<str>::from(String::from_utf8_lossy(&data))))
-                        .collect();
                     let _ = events.send(LiveEvent::Samples {
                         device_id: req.device_id.clone(),
-                        samples: Arc::new(samples),
+                        samples: Arc::new(std::mem::take(&mut req.live)),
                     });
                 }
                 let _ = req.reply.send(Ok(n));

@@ -77,13 +77,15 @@ async fn serve(
     let conn = guard.id;
     if registry.stream_join(&device.id, conn, &outbox) {
         let now = crate::now_ms();
-        if let Ok(rows) = state.store.samples(device.seq, now - 3_600_000, now).await {
+        let all = vitals_store::SeriesFilter::all();
+        if let Ok(mut rows) = state
+            .store
+            .samples(device.seq, now - 3_600_000, now, &all)
+            .await
+        {
             let skip = rows.len().saturating_sub(HISTORY_POINTS);
-            let samples: Vec<(i64, Arc<str>)> = rows
-                .into_iter()
-                .skip(skip)
-                .map(|r| (r.ts, Arc::from(String::from_utf8_lossy(&r.data))))
-                .collect();
+            rows.retain_range(rows.ts.get(skip).copied().unwrap_or(i64::MIN), i64::MAX);
+            let samples = crate::state::LiveSample::from_frame(&rows, &device.host_id);
             registry.seed_history(&device.id, &samples);
         }
     }

@@ -31,7 +31,7 @@ use vitals_store::{Device, DeviceWithLatest};
 
 use super::appstore::{ALERTS, AppChange, AppStore, METRICS, OpError, bucket_index};
 use super::outbox::Outbox;
-use crate::state::{AppState, LiveEvent};
+use crate::state::{AppState, LiveEvent, LiveSample};
 
 /// Points in a fleet-overview sparkline.
 pub const SPARK_POINTS: usize = 60;
@@ -512,11 +512,10 @@ impl Registry {
                         key_values: Vec::new(),
                         spark: VecDeque::new(),
                     };
-                    if let Some(l) = d.latest
-                        && let Ok(text) = String::from_utf8(l.data)
-                        && let Ok(s) = serde_json::from_str::<MetricSample>(&text)
-                    {
-                        e.observe(&s, &Arc::from(text));
+                    if let Some(l) = d.latest {
+                        for l in LiveSample::from_frame(&l, &e.device.host_id) {
+                            e.observe(&l.sample, &l.json);
+                        }
                     }
                     e
                 }
@@ -538,15 +537,13 @@ impl Registry {
     }
 
     /// Seeds a device's sparkline (start-up), oldest first.
-    pub fn seed_spark(&self, id: &str, samples: &[(i64, Arc<str>)]) {
+    pub fn seed_spark(&self, id: &str, samples: &[LiveSample]) {
         let mut inner = self.lock();
         if let Some(e) = inner.devices.get_mut(id) {
             e.spark.clear();
             let last = e.latest.take();
-            for (_, json) in samples {
-                if let Ok(s) = serde_json::from_str::<MetricSample>(json) {
-                    e.observe(&s, json);
-                }
+            for l in samples {
+                e.observe(&l.sample, &l.json);
             }
             if e.latest.is_none() {
                 e.latest = last;
@@ -572,7 +569,7 @@ impl Registry {
         &self,
         key: QueryKey,
         who: Subscriber<'_>,
-        preload: Vec<(i64, Arc<str>)>,
+        preload: Vec<LiveSample>,
         app: &AppStore,
         ctx: Ctx,
         reply: impl FnOnce(&str),
@@ -582,11 +579,7 @@ impl Registry {
             let mut window = VecDeque::new();
             if let QueryKey::DeviceSeries(id, secs) = &key {
                 let from = ctx.now - i64::from(*secs) * 1000;
-                let mut flats: Vec<Flat> = preload
-                    .iter()
-                    .filter_map(|(_, j)| serde_json::from_str::<MetricSample>(j).ok())
-                    .map(|s| flatten(&s))
-                    .collect();
+                let mut flats: Vec<Flat> = preload.iter().map(|l| flatten(&l.sample)).collect();
                 if let Some((_, j)) = inner.devices.get(id).and_then(|e| e.latest.as_ref())
                     && let Ok(s) = serde_json::from_str::<MetricSample>(j)
                     && !flats.iter().any(|f| f.ts == s.ts)
@@ -676,13 +669,11 @@ impl Registry {
     }
 
     /// Merges stored samples into a stream's history.
-    pub fn seed_history(&self, device: &str, samples: &[(i64, Arc<str>)]) {
+    pub fn seed_history(&self, device: &str, samples: &[LiveSample]) {
         let mut inner = self.lock();
         if let Some(st) = inner.streams.get_mut(device) {
-            for (_, j) in samples {
-                if let Ok(s) = serde_json::from_str::<MetricSample>(j) {
-                    st.observe(&s);
-                }
+            for l in samples {
+                st.observe(&l.sample);
             }
         }
     }
@@ -752,11 +743,9 @@ impl Registry {
 
     // ---- the dispatcher ------------------------------------------------------------------
 
-    fn on_samples(&self, device_id: &str, samples: &[(i64, Arc<str>)], now: i64) -> bool {
-        let parsed: Vec<(MetricSample, &Arc<str>)> = samples
-            .iter()
-            .filter_map(|(_, j)| serde_json::from_str(j).ok().map(|s| (s, j)))
-            .collect();
+    fn on_samples(&self, device_id: &str, samples: &[LiveSample], now: i64) -> bool {
+        let parsed: Vec<(&MetricSample, &Arc<str>)> =
+            samples.iter().map(|l| (&l.sample, &l.json)).collect();
         let mut inner = self.lock();
         let inner = &mut *inner;
         let known = match inner.devices.get_mut(device_id) {
@@ -977,25 +966,23 @@ pub async fn load_devices(state: &AppState, with_spark: bool) {
             return;
         }
     };
-    let ids: Vec<(String, i64)> = list
+    let ids: Vec<(String, i64, String)> = list
         .iter()
-        .map(|d| (d.device.id.clone(), d.device.seq))
+        .map(|d| (d.device.id.clone(), d.device.seq, d.device.host_id.clone()))
         .collect();
     state.live.registry.set_devices(list);
     if with_spark {
         let now = crate::now_ms();
-        for (id, seq) in ids {
-            if let Ok(rows) = state
+        let all = vitals_store::SeriesFilter::all();
+        for (id, seq, host_id) in ids {
+            if let Ok(mut rows) = state
                 .store
-                .samples(seq, now - (SPARK_POINTS as i64 + 30) * 1000, now)
+                .samples(seq, now - (SPARK_POINTS as i64 + 30) * 1000, now, &all)
                 .await
             {
                 let skip = rows.len().saturating_sub(SPARK_POINTS);
-                let samples: Vec<(i64, Arc<str>)> = rows
-                    .into_iter()
-                    .skip(skip)
-                    .map(|r| (r.ts, Arc::from(String::from_utf8_lossy(&r.data))))
-                    .collect();
+                rows.retain_range(rows.ts.get(skip).copied().unwrap_or(i64::MIN), i64::MAX);
+                let samples = LiveSample::from_frame(&rows, &host_id);
                 state.live.registry.seed_spark(&id, &samples);
             }
         }

@@ -390,13 +390,15 @@ impl Conn {
                     && let Ok(rows) = self
                         .state
                         .store
-                        .samples(d.seq, now - i64::from(*secs) * 1000, now)
+                        .samples(
+                            d.seq,
+                            now - i64::from(*secs) * 1000,
+                            now,
+                            &vitals_store::SeriesFilter::all(),
+                        )
                         .await
                 {
-                    preload = rows
-                        .into_iter()
-                        .map(|r| (r.ts, Arc::from(String::from_utf8_lossy(&r.data))))
-                        .collect();
+                    preload = crate::state::LiveSample::from_frame(&rows, &d.host_id);
                 }
             }
         }

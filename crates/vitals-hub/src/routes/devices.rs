@@ -39,12 +39,15 @@ pub struct DeviceView {
 pub fn view(state: &AppState, d: DeviceWithLatest, now: i64, with_latest: bool) -> DeviceView {
     let status = status_of(state, d.device.last_seen, now);
     let (latest, latest_ts) = match d.latest {
-        Some(l) if with_latest => (
-            String::from_utf8(l.data)
-                .ok()
-                .and_then(|s| RawValue::from_string(s).ok()),
-            Some(l.ts),
-        ),
+        Some(l) if with_latest && !l.is_empty() => {
+            let sample = l.sample(l.len() - 1, &d.device.host_id);
+            (
+                serde_json::to_string(&sample)
+                    .ok()
+                    .and_then(|s| RawValue::from_string(s).ok()),
+                Some(sample.ts),
+            )
+        }
         _ => (None, None),
     };
     DeviceView {

@@ -22,9 +22,9 @@ use axum::extract::{Path, Query, State};
 use axum::response::IntoResponse;
 use serde::Deserialize;
 use serde_json::json;
-use vitals_proto::MetricSample;
-use vitals_store::rollup::{Rollup, Series};
+use vitals_store::rollup::Rollup;
 use vitals_store::tiers::{self, Level, Segment};
+use vitals_store::{Frame, Runs, SeriesFilter};
 
 use crate::auth::Viewer;
 use crate::error::{ApiError, ApiJson, ApiResult};
@@ -40,18 +40,18 @@ pub const MAX_RAW_ROWS: i64 = 100_000;
 
 /// What one segment of a plan read.
 enum Part {
-    Raw(Vec<(i64, MetricSample)>),
-    Rollups(Vec<(i64, Series)>),
+    Raw(Frame),
+    Rollups(Runs),
 }
 
-/// Reads `[from, to]` as the planner cuts it for `desired`, refusing more than
-/// [`MAX_RAW_ROWS`] raw samples before reading them.
+/// Reads `[from, to]` as the planner cuts it for `desired`, only the series `filter` wants,
+/// refusing more than [`MAX_RAW_ROWS`] raw samples before reading them.
 async fn read_plan(
     state: &AppState,
     device_seq: i64,
-    from: i64,
-    to: i64,
+    (from, to): (i64, i64),
     desired: Level,
+    filter: &SeriesFilter,
     sketches: bool,
 ) -> ApiResult<(Vec<Segment>, Vec<Part>)> {
     let bounds = state.store.tier_bounds(device_seq).await?;
@@ -77,21 +77,36 @@ async fn read_plan(
             None => Part::Raw(
                 state
                     .store
-                    .samples_decoded(device_seq, s.from, s.to - 1)
+                    .samples(device_seq, s.from, s.to - 1, filter)
                     .await?,
             ),
-            Some(tier) if sketches => {
-                Part::Rollups(state.store.rollups(device_seq, tier, s.from, s.to).await?)
-            }
             Some(tier) => Part::Rollups(
                 state
                     .store
-                    .rollup_sums(device_seq, tier, s.from, s.to)
+                    .rollups(device_seq, tier, s.from, s.to, filter, sketches)
                     .await?,
             ),
         });
     }
     Ok((segments, parts))
+}
+
+/// The sorted, distinct buckets of all series of `runs` (usually every series has the same).
+fn buckets_of(runs: &Runs) -> Vec<i64> {
+    let mut it = runs.values();
+    let Some(first) = it.next() else {
+        return Vec::new();
+    };
+    let mut out: Vec<i64> = first.iter().map(|c| c.0).collect();
+    for cells in it {
+        if cells.len() == out.len() && cells.iter().zip(&out).all(|(c, b)| c.0 == *b) {
+            continue;
+        }
+        out.extend(cells.iter().map(|c| c.0));
+        out.sort_unstable();
+        out.dedup();
+    }
+    out
 }
 
 fn sources(segments: &[Segment]) -> serde_json::Value {
@@ -118,37 +133,23 @@ pub struct RangeQuery {
 
 /// `series=cpu,mem.pct,disk.*`: which series to answer (exact names, or a prefix before
 /// `*`); all when absent.
-struct SeriesFilter(Option<Vec<String>>);
-
-impl SeriesFilter {
-    fn parse(q: &RangeQuery) -> ApiResult<SeriesFilter> {
-        let Some(list) = q.series.as_deref() else {
-            return Ok(SeriesFilter(None));
-        };
-        let names: Vec<String> = list
-            .split(',')
-            .map(str::trim)
-            .filter(|n| !n.is_empty())
-            .map(str::to_string)
-            .collect();
-        if names.is_empty() || names.len() > 200 || names.iter().any(|n| n.len() > 256) {
-            return Err(ApiError::bad_request(
-                "invalid_series",
-                "`series` must list 1 to 200 series names (each at most 256 bytes), comma-separated; end a name with `*` to match a prefix",
-            ));
-        }
-        Ok(SeriesFilter(Some(names)))
+fn series_filter(q: &RangeQuery) -> ApiResult<SeriesFilter> {
+    let Some(list) = q.series.as_deref() else {
+        return Ok(SeriesFilter::all());
+    };
+    let names: Vec<String> = list
+        .split(',')
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .map(str::to_string)
+        .collect();
+    if names.is_empty() || names.len() > 200 || names.iter().any(|n| n.len() > 256) {
+        return Err(ApiError::bad_request(
+            "invalid_series",
+            "`series` must list 1 to 200 series names (each at most 256 bytes), comma-separated; end a name with `*` to match a prefix",
+        ));
     }
-
-    fn wants(&self, name: &str) -> bool {
-        match &self.0 {
-            None => true,
-            Some(names) => names.iter().any(|n| match n.strip_suffix('*') {
-                Some(prefix) => name.starts_with(prefix),
-                None => n == name,
-            }),
-        }
-    }
+    Ok(SeriesFilter::only(names))
 }
 
 fn parse_time(field: &str, v: &str) -> ApiResult<i64> {
@@ -211,78 +212,94 @@ pub async fn metrics(
             }
         },
     };
-    let filter = SeriesFilter::parse(&q)?;
+    let filter = series_filter(&q)?;
     let device = find(&state, &id).await?;
     let desired = Level::for_step((to - from) / points as i64);
-    let (segments, parts) = read_plan(&state, device.seq, from, to, desired, false).await?;
-    // Each raw sample and each rollup bucket is one record at its time.
-    let records: usize = parts
+    let (segments, parts) =
+        read_plan(&state, device.seq, (from, to), desired, &filter, false).await?;
+    // Each raw sample and each rollup bucket is one record at its time; segments are in
+    // time order and disjoint, so the records are sorted.
+    let mut records: Vec<i64> = Vec::new();
+    let part_buckets: Vec<Vec<i64>> = parts
         .iter()
         .map(|p| match p {
-            Part::Raw(r) => r.len(),
-            Part::Rollups(r) => r.len(),
+            Part::Raw(f) => f.ts.clone(),
+            Part::Rollups(r) => buckets_of(r),
         })
-        .sum();
-    let (step, nbuckets) = if records <= points {
-        (0, records)
+        .collect();
+    for b in &part_buckets {
+        records.extend_from_slice(b);
+    }
+    let (step, nslots) = if records.len() <= points {
+        (0, records.len())
     } else {
         let step = ((to - from) / points as i64 + 1).max(1);
         (step, ((to - from) / step + 1) as usize)
     };
-    let mut sums: BTreeMap<String, (Vec<f64>, Vec<u64>)> = BTreeMap::new();
-    let mut present = vec![false; nbuckets];
-    let mut ts_of = vec![0i64; nbuckets];
-    let mut i = 0usize;
-    let mut add = |i: usize, ts: i64, name: &str, sum: f64, count: u64| {
-        let b = if step == 0 {
-            i
+    // The output row of a record at `ts`: the record itself, or its equal-width bucket.
+    let slot = |ts: i64| -> usize {
+        if step == 0 {
+            records.partition_point(|t| *t < ts)
         } else {
-            (((ts - from).max(0) / step) as usize).min(nbuckets.saturating_sub(1))
-        };
-        present[b] = true;
-        ts_of[b] = if step == 0 {
-            ts
-        } else {
-            from + b as i64 * step
-        };
-        if !filter.wants(name) {
-            return;
+            (((ts - from).max(0) / step) as usize).min(nslots.saturating_sub(1))
         }
-        let e = match sums.get_mut(name) {
-            Some(e) => e,
-            None => sums
-                .entry(name.to_string())
-                .or_insert_with(|| (vec![0.0; nbuckets], vec![0; nbuckets])),
-        };
-        e.0[b] += sum;
-        e.1[b] += count;
     };
+    let mut present = vec![false; nslots];
+    let mut ts_of = vec![0i64; nslots];
+    for t in &records {
+        let k = slot(*t);
+        present[k] = true;
+        ts_of[k] = if step == 0 {
+            *t
+        } else {
+            from + k as i64 * step
+        };
+    }
+    let mut sums: BTreeMap<String, (Vec<f64>, Vec<u64>)> = BTreeMap::new();
+    fn column<'a>(
+        sums: &'a mut BTreeMap<String, (Vec<f64>, Vec<u64>)>,
+        name: &str,
+        n: usize,
+    ) -> &'a mut (Vec<f64>, Vec<u64>) {
+        if !sums.contains_key(name) {
+            sums.insert(name.to_string(), (vec![0.0; n], vec![0; n]));
+        }
+        sums.entry(name.to_string()).or_default()
+    }
     for part in &parts {
         match part {
-            Part::Raw(rows) => {
-                for (ts, s) in rows {
-                    vitals_proto::series::for_each_series(s, |name, v| add(i, *ts, name, v, 1));
-                    i += 1;
+            Part::Raw(frame) => {
+                let slots: Vec<usize> = frame.ts.iter().map(|t| slot(*t)).collect();
+                for (name, col) in &frame.series {
+                    let (sum, count) = column(&mut sums, name, nslots);
+                    for (v, k) in col.iter().zip(&slots) {
+                        if !v.is_nan() {
+                            sum[*k] += v;
+                            count[*k] += 1;
+                        }
+                    }
                 }
             }
-            Part::Rollups(rows) => {
-                for (bucket, series) in rows {
-                    for (name, r) in series {
-                        add(i, *bucket, name, r.sum, r.count);
+            Part::Rollups(runs) => {
+                for (name, cells) in runs {
+                    let (sum, count) = column(&mut sums, name, nslots);
+                    for (b, r) in cells {
+                        let k = slot(*b);
+                        sum[k] += r.sum;
+                        count[k] += r.count;
                     }
-                    i += 1;
                 }
             }
         }
     }
-    let keep: Vec<usize> = (0..nbuckets).filter(|b| present[*b]).collect();
-    let timestamps: Vec<i64> = keep.iter().map(|b| ts_of[*b]).collect();
+    let keep: Vec<usize> = (0..nslots).filter(|k| present[*k]).collect();
+    let timestamps: Vec<i64> = keep.iter().map(|k| ts_of[*k]).collect();
     let series: BTreeMap<String, Vec<Option<f64>>> = sums
         .into_iter()
         .map(|(name, (sum, count))| {
             let col = keep
                 .iter()
-                .map(|b| (count[*b] > 0).then(|| sum[*b] / count[*b] as f64))
+                .map(|k| (count[*k] > 0).then(|| sum[*k] / count[*k] as f64))
                 .collect();
             (name, col)
         })
@@ -345,34 +362,29 @@ pub async fn stats(
     Query(q): Query<RangeQuery>,
 ) -> ApiResult<impl IntoResponse> {
     let (from, to) = range(&q)?;
-    let filter = SeriesFilter::parse(&q)?;
+    let filter = series_filter(&q)?;
     let device = find(&state, &id).await?;
-    let (segments, parts) = read_plan(&state, device.seq, from, to, Level::Hour, true).await?;
+    let (segments, parts) =
+        read_plan(&state, device.seq, (from, to), Level::Hour, &filter, true).await?;
     let mut values: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     let mut rolled: BTreeMap<String, Rollup> = BTreeMap::new();
     let mut raw_rows = 0usize;
-    for part in &parts {
+    for part in parts {
         match part {
-            Part::Raw(rows) => {
-                raw_rows += rows.len();
-                for (_, s) in rows {
-                    vitals_proto::series::for_each_series(s, |name, v| {
-                        if filter.wants(name) {
-                            values.entry(name.to_string()).or_default().push(v);
-                        }
-                    });
+            Part::Raw(frame) => {
+                raw_rows += frame.len();
+                for (name, col) in frame.series {
+                    let v = values.entry(name).or_default();
+                    v.extend(col.into_iter().filter(|x| !x.is_nan()));
                 }
             }
-            Part::Rollups(rows) => {
-                for (_, series) in rows {
-                    for (name, r) in series {
-                        if !filter.wants(name) {
-                            continue;
-                        }
-                        match rolled.get_mut(name) {
-                            Some(x) => x.merge(r),
+            Part::Rollups(runs) => {
+                for (name, cells) in runs {
+                    for (_, r) in cells {
+                        match rolled.get_mut(&name) {
+                            Some(x) => x.merge(&r),
                             None => {
-                                rolled.insert(name.clone(), r.clone());
+                                rolled.insert(name.clone(), r);
                             }
                         }
                     }

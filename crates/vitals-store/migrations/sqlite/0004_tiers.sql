@@ -1,4 +1,26 @@
--- Storage tiers (issue 3): 1-minute and 1-hour rollups beside the raw samples.
+-- Storage engine (issue 3): samples stored as series instead of JSON, column blocks for
+-- older raw samples, and 1-minute and 1-hour rollups beside them.
+--
+-- `shapes`: the series names a sample carries, newline-separated, stored once (a device's
+--   samples share one shape almost always).
+-- `samples` (hot rows): one per (device, ts), its shape and its values as little-endian f64s
+--   in the shape's order. Version 1's JSON rows move to `samples_v1`, which the store converts
+--   into hot rows when it opens the database, in chunks, then drops.
+CREATE TABLE shapes (
+    id    INTEGER PRIMARY KEY,
+    names TEXT NOT NULL UNIQUE
+);
+
+DROP INDEX samples_ts;
+ALTER TABLE samples RENAME TO samples_v1;
+CREATE TABLE samples (
+    device_seq INTEGER NOT NULL,
+    ts         INTEGER NOT NULL,
+    shape      INTEGER NOT NULL,
+    vals       BLOB NOT NULL,
+    PRIMARY KEY (device_seq, ts)
+) WITHOUT ROWID;
+
 -- `rollups`: one row per (tier, device, bucket); `tier` is the bucket width in ms (60000 or
 --   3600000); `data` is every series' rollup, encoded by `vitals_store::rollup::encode`.
 -- `rollup_marks`: per device, everything before `minute_mark` is in the minute tier and
@@ -32,7 +54,7 @@ CREATE TABLE rollup_late (
 ) WITHOUT ROWID;
 
 -- Compact raw storage: older raw samples of one device and one 10-minute window, as one
--- column block (`vitals_store::block`). Hot rows in `samples` and blocks never hold the
+-- column block per series (`vitals_store::block`). Hot rows in `samples` and blocks never hold the
 -- same (device, ts); reads merge both.
 CREATE TABLE sample_blocks (
     device_seq INTEGER NOT NULL,

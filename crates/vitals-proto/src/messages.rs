@@ -39,6 +39,34 @@ pub enum AgentMessage {
     },
 }
 
+impl AgentMessage {
+    /// Parses a message. Equivalent to `serde_json::from_str`, but a `metrics` batch is read
+    /// straight into its samples: serde's internally tagged enums first buffer the whole
+    /// message as generic values (an allocation per number), which for a 1,000-sample batch
+    /// costs more than the rest of ingest.
+    pub fn from_json(text: &str) -> Result<AgentMessage, serde_json::Error> {
+        #[derive(Deserialize)]
+        struct Kind<'a> {
+            #[serde(rename = "type", borrow)]
+            kind: Option<std::borrow::Cow<'a, str>>,
+        }
+        #[derive(Deserialize)]
+        struct Metrics {
+            seq: u64,
+            samples: Vec<MetricSample>,
+        }
+        let kind: Kind<'_> = serde_json::from_str(text)?;
+        if kind.kind.as_deref() == Some("metrics") {
+            let m: Metrics = serde_json::from_str(text)?;
+            return Ok(AgentMessage::Metrics {
+                seq: m.seq,
+                samples: m.samples,
+            });
+        }
+        serde_json::from_str(text)
+    }
+}
+
 /// A message from the hub to an agent.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "camelCase")]
@@ -169,6 +197,29 @@ mod tests {
             err,
             serde_json::json!({"type":"error","seq":2,"code":"ts_in_future","message":"x"})
         );
+    }
+
+    #[test]
+    fn from_json_agrees_with_the_derived_parser() {
+        for text in [
+            r#"{"type":"metrics","seq":3,"samples":[{"v":1,"ts":5,"hostId":"h","cpu":{"total":1},
+                "mem":{"used":1,"total":2},"net":{"txBps":0,"rxBps":0},"uptimeSec":1,"procCount":1}]}"#,
+            r#"{"seq":4,"type":"dropped","count":7}"#,
+            r#"{"type":"state","seq":1}"#,
+        ] {
+            let fast = AgentMessage::from_json(text).expect("fast");
+            let slow: AgentMessage = serde_json::from_str(text).expect("derived");
+            assert_eq!(fast, slow);
+        }
+        for bad in [
+            r#"{"type":"metrics","seq":3}"#,
+            r#"{"type":"nope","seq":3}"#,
+            r#"{"seq":3}"#,
+            "[1,2]",
+            "",
+        ] {
+            assert!(AgentMessage::from_json(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

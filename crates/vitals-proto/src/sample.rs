@@ -176,25 +176,37 @@ pub struct Container {
     pub net_tx_bps: f64,
 }
 
-/// Accepts an RFC 3339 string or a number of Unix milliseconds.
+/// Accepts an RFC 3339 string or a number of Unix milliseconds (a visitor, not an untagged
+/// enum: those buffer the value first, an allocation per sample).
 fn de_timestamp<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Ts {
-        Millis(i64),
-        Float(f64),
-        Text(String),
+    struct Ts;
+    impl serde::de::Visitor<'_> for Ts {
+        type Value = i64;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("Unix milliseconds or an RFC 3339 time")
+        }
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<i64, E> {
+            Ok(v)
+        }
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<i64, E> {
+            i64::try_from(v).map_err(|_| E::custom("ts is out of range"))
+        }
+        fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<i64, E> {
+            if v.is_finite() {
+                Ok(v as i64)
+            } else {
+                Err(E::custom("ts must be a finite number"))
+            }
+        }
+        fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<i64, E> {
+            parse_rfc3339_ms(s).ok_or_else(|| {
+                E::custom(format!(
+                    "ts {s:?} is neither RFC 3339 nor Unix milliseconds"
+                ))
+            })
+        }
     }
-    match Ts::deserialize(d)? {
-        Ts::Millis(ms) => Ok(ms),
-        Ts::Float(f) if f.is_finite() => Ok(f as i64),
-        Ts::Float(_) => Err(serde::de::Error::custom("ts must be a finite number")),
-        Ts::Text(s) => parse_rfc3339_ms(&s).ok_or_else(|| {
-            serde::de::Error::custom(format!(
-                "ts {s:?} is neither RFC 3339 nor Unix milliseconds"
-            ))
-        }),
-    }
+    d.deserialize_any(Ts)
 }
 
 /// Parses an RFC 3339 timestamp into Unix milliseconds.

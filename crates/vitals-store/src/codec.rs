@@ -4,7 +4,7 @@
 //! treated as untrusted input.
 
 /// Why stored bytes could not be read.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("corrupt data: {0}")]
 pub struct DecodeError(pub &'static str);
 
@@ -110,14 +110,21 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// pco's compression level. On this project's raw blocks (measured with the `pcotune`
+/// example) level 4 is within 2 % of the default 8 in size at 60 % of its time.
+const LEVEL: usize = 4;
+
 /// One pco-compressed column (an empty column takes no bytes). pco finds deltas, common
 /// multipliers and decimal quanta by itself: a percentage with one decimal costs a few bits.
 pub fn pack<T: pco::data_types::Number>(v: &[T]) -> Result<Vec<u8>, DecodeError> {
     if v.is_empty() {
         return Ok(Vec::new());
     }
-    pco::standalone::simple_compress(v, &pco::ChunkConfig::default())
-        .map_err(|_| DecodeError("column could not be compressed"))
+    pco::standalone::simple_compress(
+        v,
+        &pco::ChunkConfig::default().with_compression_level(LEVEL),
+    )
+    .map_err(|_| DecodeError("column could not be compressed"))
 }
 
 /// Reads a [`pack`]ed column, checking its length when `n` is given.

@@ -195,12 +195,22 @@ pub fn runs_to_buckets(runs: Runs) -> Vec<(i64, Series)> {
     out.into_iter().collect()
 }
 
-/// Sorts every run by bucket (after reading several rows or blocks into it).
+/// Sorts every run by bucket (after reading several rows or blocks into it), merging cells
+/// of the same bucket (a minute can be in two segments of an hour's block).
 pub fn sort_runs(runs: &mut Runs) {
     for cells in runs.values_mut() {
-        if !cells.windows(2).all(|w| w[0].0 <= w[1].0) {
-            cells.sort_by_key(|c| c.0);
+        if cells.windows(2).all(|w| w[0].0 < w[1].0) {
+            continue;
         }
+        cells.sort_by_key(|c| c.0);
+        let mut out: Vec<(i64, Rollup)> = Vec::with_capacity(cells.len());
+        for (b, r) in cells.drain(..) {
+            match out.last_mut() {
+                Some((lb, lr)) if *lb == b => lr.merge(&r),
+                _ => out.push((b, r)),
+            }
+        }
+        *cells = out;
     }
 }
 
@@ -318,6 +328,9 @@ pub fn encode_block(buckets: &[(i64, Series)]) -> Result<Vec<u8>, DecodeError> {
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for name in &names {
         let mut n = 0i64;
+        // A sketch's first index relative to the previous sketch's of the series (they are
+        // alike minute to minute), the others as gaps less one (often zero).
+        let (mut first_pos, mut first_neg) = (0i64, 0i64);
         for (b, series) in buckets {
             let Some(r) = series.get(*name) else { continue };
             n += 1;
@@ -332,19 +345,8 @@ pub fn encode_block(buckets: &[(i64, Series)]) -> Result<Vec<u8>, DecodeError> {
             zero.push(i64::try_from(z).unwrap_or(i64::MAX));
             npos.push(pos.len() as i64);
             nneg.push(neg.len() as i64);
-            // Indices as deltas within a sketch (small, alike), counts as they are.
-            let mut prev = 0i64;
-            for (i, c) in pos {
-                pos_i.push(i64::from(i) - prev);
-                prev = i64::from(i);
-                pos_c.push(i64::try_from(c).unwrap_or(i64::MAX));
-            }
-            let mut prev = 0i64;
-            for (i, c) in neg {
-                neg_i.push(i64::from(i) - prev);
-                prev = i64::from(i);
-                neg_c.push(i64::try_from(c).unwrap_or(i64::MAX));
-            }
+            put_indices(&pos, &mut first_pos, &mut pos_i, &mut pos_c);
+            put_indices(&neg, &mut first_neg, &mut neg_i, &mut neg_c);
         }
         per_series.push(n);
     }
@@ -364,6 +366,50 @@ pub fn encode_block(buckets: &[(i64, Series)]) -> Result<Vec<u8>, DecodeError> {
         put_bytes(&mut out, &pack(col)?);
     }
     Ok(out)
+}
+
+/// Appends a sketch side's buckets to the index and count columns (see [`encode_block`]).
+fn put_indices(side: &[(i32, u64)], first: &mut i64, idx: &mut Vec<i64>, cnt: &mut Vec<i64>) {
+    let mut prev: Option<i64> = None;
+    for (i, c) in side {
+        let i = i64::from(*i);
+        idx.push(match prev {
+            None => {
+                let d = i - *first;
+                *first = i;
+                d
+            }
+            Some(p) => i - p - 1,
+        });
+        prev = Some(i);
+        cnt.push(i64::try_from(*c).unwrap_or(i64::MAX));
+    }
+}
+
+/// The inverse of [`put_indices`] for one sketch side.
+fn take_indices(idx: &[i64], cnt: &[i64], first: &mut i64) -> Result<Vec<(i32, u64)>, DecodeError> {
+    let bad = DecodeError("sketch index");
+    let mut prev: Option<i64> = None;
+    idx.iter()
+        .zip(cnt)
+        .map(|(d, c)| {
+            let i = match prev {
+                None => {
+                    *first = first.checked_add(*d).ok_or(bad)?;
+                    *first
+                }
+                Some(p) => p
+                    .checked_add(*d)
+                    .and_then(|x| x.checked_add(1))
+                    .ok_or(bad)?,
+            };
+            prev = Some(i);
+            Ok((
+                i32::try_from(i).map_err(|_| bad)?,
+                u64::try_from(*c).map_err(|_| DecodeError("sketch count"))?,
+            ))
+        })
+        .collect()
 }
 
 /// Reads [`encode_block`]'s form: the buckets, oldest first.
@@ -440,40 +486,29 @@ pub fn decode_block_into(
         (Vec::new(), Vec::new(), Vec::new(), Vec::new())
     };
     r.finish()?;
-    let side = |idx: &[i64], cnt: &[i64]| -> Result<Vec<(i32, u64)>, DecodeError> {
-        let mut prev = 0i64;
-        idx.iter()
-            .zip(cnt)
-            .map(|(d, c)| {
-                prev = prev.checked_add(*d).ok_or(bad("sketch index"))?;
-                Ok((
-                    i32::try_from(prev).map_err(|_| bad("sketch index"))?,
-                    u64::try_from(*c).map_err(|_| bad("sketch count"))?,
-                ))
-            })
-            .collect()
-    };
     let (mut cell, mut p, mut q) = (0usize, 0usize, 0usize);
     for (name, k) in names.iter().zip(&per_series) {
         let k = *k as usize;
         let wanted = filter.wants(name);
         let mut cells_out = Vec::new();
+        let (mut first_pos, mut first_neg) = (0i64, 0i64);
         for _ in 0..k {
             let (np, nn) = (npos[cell] as usize, nneg[cell] as usize);
             let b = bucket[cell];
+            // Sketch indices are relative to the series' previous sketch: decode them all.
+            let sketch = if sketches {
+                let pos = pos_i.get(p..p + np).zip(pos_c.get(p..p + np));
+                let neg = neg_i.get(q..q + nn).zip(neg_c.get(q..q + nn));
+                let ((pi, pc), (ni, nc)) = pos.zip(neg).ok_or(bad("sketch buckets"))?;
+                Sketch::from_parts(
+                    u64::try_from(zero[cell]).map_err(|_| bad("zero count"))?,
+                    take_indices(pi, pc, &mut first_pos)?,
+                    take_indices(ni, nc, &mut first_neg)?,
+                )
+            } else {
+                Sketch::new()
+            };
             if wanted && (from..to).contains(&b) {
-                let sketch = if sketches {
-                    let pos = pos_i.get(p..p + np).zip(pos_c.get(p..p + np));
-                    let neg = neg_i.get(q..q + nn).zip(neg_c.get(q..q + nn));
-                    let ((pi, pc), (ni, nc)) = pos.zip(neg).ok_or(bad("sketch buckets"))?;
-                    Sketch::from_parts(
-                        u64::try_from(zero[cell]).map_err(|_| bad("zero count"))?,
-                        side(pi, pc)?,
-                        side(ni, nc)?,
-                    )
-                } else {
-                    Sketch::new()
-                };
                 cells_out.push((
                     b,
                     Rollup {

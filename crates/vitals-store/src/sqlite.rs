@@ -17,7 +17,7 @@ use sqlx::sqlite::{
     SqliteAutoVacuum, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
     SqliteRow, SqliteSynchronous,
 };
-use sqlx::{Row as _, Sqlite, Transaction};
+use sqlx::{ConnectOptions as _, Row as _, Sqlite, Transaction};
 
 use crate::block::WINDOW_MS as BLOCK_MS;
 use crate::shape::{self, ShapeCache};
@@ -69,6 +69,11 @@ impl SqliteStore {
     }
 
     async fn with_options(opts: SqliteConnectOptions) -> Result<Self> {
+        // Statements are not logged (a group commit's insert is tens of kilobytes of SQL);
+        // slow ones only at debug level, where waiting for the write lock also shows.
+        let opts = opts
+            .log_statements(log::LevelFilter::Off)
+            .log_slow_statements(log::LevelFilter::Debug, Duration::from_secs(1));
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .min_connections(1)
@@ -733,20 +738,14 @@ impl Store for SqliteStore {
         if let Some(now) = batches.iter().map(|b| b.now).max()
             && !seen.is_empty()
         {
-            for chunk in seen.chunks(ROWS_PER_STATEMENT) {
-                let mut sql = String::from(
-                    "UPDATE devices SET last_seen = MAX(COALESCE(last_seen, 0), ?) WHERE seq IN (",
-                );
-                for k in 0..chunk.len() {
-                    sql.push_str(if k == 0 { "?" } else { ",?" });
-                }
-                sql.push(')');
-                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now);
-                for seq in chunk {
-                    q = q.bind(*seq);
-                }
-                q.execute(&mut *tx).await?;
-            }
+            sqlx::query(
+                "UPDATE devices SET last_seen = MAX(COALESCE(last_seen, 0), ?)
+                  WHERE seq IN (SELECT value FROM json_each(?))",
+            )
+            .bind(now)
+            .bind(json_list(&seen))
+            .execute(&mut *tx)
+            .await?;
         }
         tx.commit().await?;
         for (id, key) in learned {
@@ -1053,25 +1052,24 @@ impl Store for SqliteStore {
             }
             Tier::Hour => {
                 sqlx::query_scalar(
-                    "SELECT MIN(bucket) FROM rollups
-                      WHERE tier = ? AND device_seq = ? AND bucket >= ? AND bucket < ?",
+                    "SELECT MIN(first_bucket) FROM rollup_blocks
+                      WHERE device_seq = ? AND hour + ? > ? AND hour < ?",
                 )
-                .bind(Tier::Minute.width_ms())
                 .bind(device_seq)
+                .bind(Tier::Hour.width_ms())
                 .bind(lo)
                 .bind(limit)
                 .fetch_one(&mut *tx)
                 .await?
             }
         };
-        // Minutes rolled into an hour move into one compressed block per hour.
-        let mut minute_blocks: Vec<(i64, i64, Vec<u8>)> = Vec::new();
         let (end, buckets) = match first {
             None => (limit, BTreeMap::new()),
             Some(first) => {
-                let start = rollup::bucket_start(first, w);
+                let start = rollup::bucket_start(first.max(lo), w);
                 let end =
                     rollup::bucket_start(start.saturating_add(max_span_ms.max(w)), w).min(limit);
+                let all = SeriesFilter::all();
                 let buckets = match tier {
                     Tier::Minute => {
                         let rows: Vec<HotRow> = sqlx::query_as(
@@ -1083,28 +1081,17 @@ impl Store for SqliteStore {
                         .bind(end)
                         .fetch_all(&mut *tx)
                         .await?;
-                        let all = SeriesFilter::all();
                         let frame = hot_frame(&mut tx, &self.shapes, &rows, &all).await?;
                         rollup::fold_frame(&frame, w)
                     }
                     Tier::Hour => {
                         let mut out: BTreeMap<i64, rollup::Series> = BTreeMap::new();
-                        let mut minutes: BTreeMap<i64, Vec<(i64, rollup::Series)>> =
-                            BTreeMap::new();
-                        let all = SeriesFilter::all();
                         let runs =
                             read_rollups(&mut tx, device_seq, Tier::Minute, start, end, &all, true)
                                 .await?;
                         for (b, series) in rollup::runs_to_buckets(runs) {
                             let h = rollup::bucket_start(b, w);
                             rollup::merge_series(out.entry(h).or_default(), &series);
-                            minutes.entry(h).or_default().push((b, series));
-                        }
-                        for (h, list) in minutes {
-                            let first = list.first().map_or(h, |m| m.0);
-                            let data = rollup::encode_block(&list)
-                                .map_err(|e| corrupt(device_seq, "minute block", e))?;
-                            minute_blocks.push((h, first, data));
                         }
                         out
                     }
@@ -1112,20 +1099,41 @@ impl Store for SqliteStore {
                 (end, buckets)
             }
         };
-        for (b, series) in &buckets {
-            write_rollup(&mut tx, device_seq, tier, *b, series).await?;
-        }
-        for (h, first, data) in &minute_blocks {
-            write_minute_block(&mut tx, device_seq, *h, *first, data).await?;
-            sqlx::query(
-                "DELETE FROM rollups WHERE tier = ? AND device_seq = ? AND bucket >= ? AND bucket < ?",
-            )
-            .bind(Tier::Minute.width_ms())
-            .bind(device_seq)
-            .bind(h)
-            .bind(h + Tier::Hour.width_ms())
-            .execute(&mut *tx)
-            .await?;
+        match tier {
+            // Minutes live in compressed blocks of one device and hour: this pass's minutes
+            // are appended as a segment (a row per minute would cost several times the bytes).
+            Tier::Minute => {
+                let mut by_hour: BTreeMap<i64, Vec<(i64, rollup::Series)>> = BTreeMap::new();
+                for (b, series) in buckets.iter() {
+                    by_hour
+                        .entry(rollup::bucket_start(*b, Tier::Hour.width_ms()))
+                        .or_default()
+                        .push((*b, series.clone()));
+                }
+                for (h, minutes) in by_hour {
+                    let data = rollup::encode_block(&minutes)
+                        .map_err(|e| corrupt(device_seq, "minute block", e))?;
+                    write_minute_block(&mut tx, device_seq, h, &minutes, &data).await?;
+                    // Many small segments cost more bytes than one block: merge now and then.
+                    let segments: i64 = sqlx::query_scalar(
+                        "SELECT COUNT(*) FROM rollup_blocks WHERE device_seq = ? AND hour = ?",
+                    )
+                    .bind(device_seq)
+                    .bind(h)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    if segments > MAX_SEGMENTS {
+                        rewrite_hour(&mut tx, device_seq, h, Vec::new(), false).await?;
+                    }
+                }
+            }
+            // The hour's segments become one block as the hour is rolled up.
+            Tier::Hour => {
+                for (b, series) in &buckets {
+                    write_rollup(&mut tx, device_seq, tier, *b, series).await?;
+                    rewrite_hour(&mut tx, device_seq, *b, Vec::new(), false).await?;
+                }
+            }
         }
         self.step("rollup mark")?;
         let column = match tier {
@@ -1264,53 +1272,49 @@ impl Store for SqliteStore {
     }
 
     async fn delete_rollups_before(&self, tier: Tier, before: i64, limit: i64) -> Result<u64> {
-        let sql = match tier {
-            Tier::Minute => {
-                "DELETE FROM rollups WHERE (tier, device_seq, bucket) IN
-                   (SELECT r.tier, r.device_seq, r.bucket FROM rollup_marks m
-                      JOIN rollups r ON r.tier = ?1 AND r.device_seq = m.device_seq
-                                    AND r.bucket < MIN(?2, m.hour_mark)
-                     LIMIT ?3)"
-            }
-            Tier::Hour => {
-                "DELETE FROM rollups WHERE (tier, device_seq, bucket) IN
-                   (SELECT tier, device_seq, bucket FROM rollups
-                     WHERE tier = ?1 AND bucket < ?2 LIMIT ?3)"
-            }
-        };
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         self.step("rollup retention")?;
-        let mut n = sqlx::query(sql)
+        let n = match tier {
+            // Whole hour blocks of minutes, once the hour tier holds their hour; each counts
+            // the minutes it holds.
+            Tier::Minute => {
+                let blocks: Vec<(i64, i64, i64, i64)> = sqlx::query_as(
+                    "SELECT b.device_seq, b.hour, b.first_bucket, b.minutes FROM rollup_marks m
+                       JOIN rollup_blocks b ON b.device_seq = m.device_seq
+                                           AND b.hour + ?3 <= MIN(?1, m.hour_mark)
+                      LIMIT ?2",
+                )
+                .bind(before)
+                .bind((limit / 60).max(1))
+                .bind(Tier::Hour.width_ms())
+                .fetch_all(&mut *tx)
+                .await?;
+                let mut n = 0u64;
+                for (seq, hour, first, minutes) in blocks {
+                    sqlx::query(
+                        "DELETE FROM rollup_blocks WHERE device_seq = ? AND hour = ? AND first_bucket = ?",
+                    )
+                    .bind(seq)
+                    .bind(hour)
+                    .bind(first)
+                    .execute(&mut *tx)
+                    .await?;
+                    n += u64::try_from(minutes).unwrap_or(0);
+                }
+                n
+            }
+            Tier::Hour => sqlx::query(
+                "DELETE FROM rollups WHERE (tier, device_seq, bucket) IN
+                   (SELECT tier, device_seq, bucket FROM rollups
+                     WHERE tier = ?1 AND bucket < ?2 LIMIT ?3)",
+            )
             .bind(tier.width_ms())
             .bind(before)
             .bind(limit)
             .execute(&mut *tx)
             .await?
-            .rows_affected();
-        if tier == Tier::Minute {
-            // Whole hour blocks of minutes (each counts as its 60 minutes), once the hour tier
-            // holds them.
-            let blocks: Vec<(i64, i64)> = sqlx::query_as(
-                "SELECT b.device_seq, b.hour FROM rollup_marks m
-                   JOIN rollup_blocks b ON b.device_seq = m.device_seq
-                                       AND b.hour + ?3 <= MIN(?1, m.hour_mark)
-                  LIMIT ?2",
-            )
-            .bind(before)
-            .bind((limit / 60).max(1))
-            .bind(Tier::Hour.width_ms())
-            .fetch_all(&mut *tx)
-            .await?;
-            for (seq, hour) in blocks {
-                n += sqlx::query("DELETE FROM rollup_blocks WHERE device_seq = ? AND hour = ?")
-                    .bind(seq)
-                    .bind(hour)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected()
-                    * 60;
-            }
-        }
+            .rows_affected(),
+        };
         tx.commit().await?;
         Ok(n)
     }
@@ -1781,8 +1785,30 @@ fn event_row(r: &SqliteRow) -> Result<AlertEventRow> {
 
 /// Samples in a full block at 1 Hz.
 const BLOCK_SAMPLES: i64 = 600;
-/// Rows per multi-row statement (4 parameters each, under SQLite's 32,766).
-const ROWS_PER_STATEMENT: usize = 8000;
+/// Segments of an hour's minute block before they are merged into one.
+const MAX_SEGMENTS: i64 = 6;
+/// Rows per hot-row insert statement: a commit uses the smallest that fits (padding the rest),
+/// in chunks of the largest (4 parameters per row, well under SQLite's 32,766).
+const INSERT_SIZES: [usize; 3] = [16, 256, 2048];
+
+/// The insert statement of each of [`INSERT_SIZES`].
+static INSERT_SQL: std::sync::LazyLock<Vec<(usize, String)>> = std::sync::LazyLock::new(|| {
+    INSERT_SIZES
+        .iter()
+        .map(|n| {
+            let mut sql = String::from(
+                "INSERT INTO samples (device_seq, ts, shape, vals) SELECT * FROM (VALUES ",
+            );
+            for k in 0..*n {
+                sql.push_str(if k == 0 { "(?,?,?,?)" } else { ",(?,?,?,?)" });
+            }
+            sql.push_str(
+                ") WHERE column1 IS NOT NULL ON CONFLICT DO NOTHING RETURNING device_seq, ts",
+            );
+            (*n, sql)
+        })
+        .collect()
+});
 
 /// A hot row as read: `(ts, shape id, values)`.
 type HotRow = (i64, i64, Vec<u8>);
@@ -1933,16 +1959,23 @@ async fn insert_rows(
         .collect();
     drop_compacted(tx, &marks, &mut keep).await?;
     let mut inserted: Vec<(i64, i64)> = Vec::with_capacity(keep.len());
-    for chunk in keep.chunks(ROWS_PER_STATEMENT) {
-        let mut sql = String::with_capacity(60 + chunk.len() * 12);
-        sql.push_str("INSERT INTO samples (device_seq, ts, shape, vals) VALUES ");
-        for k in 0..chunk.len() {
-            sql.push_str(if k == 0 { "(?,?,?,?)" } else { ",(?,?,?,?)" });
-        }
-        sql.push_str(" ON CONFLICT DO NOTHING RETURNING device_seq, ts");
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for chunk in keep.chunks(*INSERT_SIZES.last().unwrap_or(&1)) {
+        // One of a few fixed statement sizes, padded with NULL rows the WHERE drops, so each
+        // is prepared once per connection rather than once per commit.
+        let (size, sql) = INSERT_SQL
+            .iter()
+            .find(|(size, _)| *size >= chunk.len())
+            .ok_or_else(|| StoreError::Corrupt("no insert statement fits".into()))?;
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()));
         for (seq, ts, id, vals) in chunk {
             q = q.bind(*seq).bind(*ts).bind(*id).bind(vals.as_slice());
+        }
+        for _ in chunk.len()..*size {
+            q = q
+                .bind(None::<i64>)
+                .bind(None::<i64>)
+                .bind(None::<i64>)
+                .bind(None::<&[u8]>);
         }
         for r in q.fetch_all(&mut **tx).await? {
             let key: (i64, i64) = (r.try_get(0)?, r.try_get(1)?);
@@ -2029,23 +2062,32 @@ async fn marks_of(
     seqs.sort_unstable();
     seqs.dedup();
     let mut marks = std::collections::HashMap::new();
-    for chunk in seqs.chunks(900) {
-        let mut sql = String::from(
-            "SELECT device_seq, minute_mark, block_mark FROM rollup_marks WHERE device_seq IN (",
-        );
-        for k in 0..chunk.len() {
-            sql.push_str(if k == 0 { "?" } else { ",?" });
-        }
-        sql.push(')');
-        let mut q = sqlx::query_as::<_, (i64, Option<i64>, Option<i64>)>(sqlx::AssertSqlSafe(sql));
-        for seq in chunk {
-            q = q.bind(*seq);
-        }
-        for (seq, minute, block) in q.fetch_all(&mut **tx).await? {
-            marks.insert(seq, Marks { minute, block });
-        }
+    let rows: Vec<(i64, Option<i64>, Option<i64>)> = sqlx::query_as(
+        "SELECT device_seq, minute_mark, block_mark FROM rollup_marks
+          WHERE device_seq IN (SELECT value FROM json_each(?))",
+    )
+    .bind(json_list(&seqs))
+    .fetch_all(&mut **tx)
+    .await?;
+    for (seq, minute, block) in rows {
+        marks.insert(seq, Marks { minute, block });
     }
     Ok(marks)
+}
+
+/// A list of integers as a JSON array, for `json_each(?)`: one prepared statement whatever
+/// the list's length.
+fn json_list(v: &[i64]) -> String {
+    let mut s = String::with_capacity(2 + v.len() * 8);
+    s.push('[');
+    for (i, x) in v.iter().enumerate() {
+        if i > 0 {
+            s.push(',');
+        }
+        s.push_str(&x.to_string());
+    }
+    s.push(']');
+    s
 }
 
 /// Drops from `rows` the samples already stored in blocks (replays of compacted data).
@@ -2164,20 +2206,25 @@ async fn read_rollups(
     Ok(runs)
 }
 
+/// Stores a block of `minutes` (sorted) of hour `h`.
 async fn write_minute_block(
     tx: &mut Transaction<'_, Sqlite>,
     device_seq: i64,
     hour: i64,
-    first: i64,
+    minutes: &[(i64, rollup::Series)],
     data: &[u8],
 ) -> Result<()> {
+    let Some(first) = minutes.first().map(|m| m.0) else {
+        return Ok(());
+    };
     sqlx::query(
-        "INSERT OR REPLACE INTO rollup_blocks (device_seq, hour, first_bucket, data)
-         VALUES (?, ?, ?, ?)",
+        "INSERT OR REPLACE INTO rollup_blocks (device_seq, hour, first_bucket, minutes, data)
+         VALUES (?, ?, ?, ?, ?)",
     )
     .bind(device_seq)
     .bind(hour)
     .bind(first)
+    .bind(minutes.len() as i64)
     .bind(data)
     .execute(&mut **tx)
     .await?;
@@ -2203,6 +2250,47 @@ async fn write_rollup(
     Ok(())
 }
 
+/// Replaces the segments of the device's hour `h` by one block holding them and `extra`,
+/// minutes of the same bucket merged. With `always` false, an hour already in one block
+/// (and nothing extra) is left as it is.
+async fn rewrite_hour(
+    tx: &mut Transaction<'_, Sqlite>,
+    device_seq: i64,
+    h: i64,
+    extra: Vec<(i64, rollup::Series)>,
+    always: bool,
+) -> Result<()> {
+    let blocks: Vec<Vec<u8>> =
+        sqlx::query_scalar("SELECT data FROM rollup_blocks WHERE device_seq = ? AND hour = ?")
+            .bind(device_seq)
+            .bind(h)
+            .fetch_all(&mut **tx)
+            .await?;
+    if blocks.len() <= 1 && extra.is_empty() && !always {
+        return Ok(());
+    }
+    let mut minutes: BTreeMap<i64, rollup::Series> = BTreeMap::new();
+    for data in &blocks {
+        for (b, s) in
+            rollup::decode_block(data).map_err(|e| corrupt(device_seq, "minute block", e))?
+        {
+            rollup::merge_series(minutes.entry(b).or_default(), &s);
+        }
+    }
+    for (b, s) in &extra {
+        rollup::merge_series(minutes.entry(*b).or_default(), s);
+    }
+    sqlx::query("DELETE FROM rollup_blocks WHERE device_seq = ? AND hour = ?")
+        .bind(device_seq)
+        .bind(h)
+        .execute(&mut **tx)
+        .await?;
+    let minutes: Vec<(i64, rollup::Series)> = minutes.into_iter().collect();
+    let data =
+        rollup::encode_block(&minutes).map_err(|e| corrupt(device_seq, "minute block", e))?;
+    write_minute_block(tx, device_seq, h, &minutes, &data).await
+}
+
 /// Merges `delta` into the stored rollup of the bucket (creating it if absent).
 async fn merge_into_rollup(
     tx: &mut Transaction<'_, Sqlite>,
@@ -2212,28 +2300,8 @@ async fn merge_into_rollup(
     delta: &rollup::Series,
 ) -> Result<()> {
     if tier == Tier::Minute {
-        let hour = rollup::bucket_start(bucket, Tier::Hour.width_ms());
-        let block: Option<Vec<u8>> =
-            sqlx::query_scalar("SELECT data FROM rollup_blocks WHERE device_seq = ? AND hour = ?")
-                .bind(device_seq)
-                .bind(hour)
-                .fetch_optional(&mut **tx)
-                .await?;
-        if let Some(data) = block {
-            let mut minutes =
-                rollup::decode_block(&data).map_err(|e| corrupt(device_seq, "minute block", e))?;
-            match minutes.iter_mut().find(|(b, _)| *b == bucket) {
-                Some((_, s)) => rollup::merge_series(s, delta),
-                None => {
-                    minutes.push((bucket, delta.clone()));
-                    minutes.sort_by_key(|(b, _)| *b);
-                }
-            }
-            let first = minutes.first().map_or(bucket, |m| m.0);
-            let data = rollup::encode_block(&minutes)
-                .map_err(|e| corrupt(device_seq, "minute block", e))?;
-            return write_minute_block(tx, device_seq, hour, first, &data).await;
-        }
+        let h = rollup::bucket_start(bucket, Tier::Hour.width_ms());
+        return rewrite_hour(tx, device_seq, h, vec![(bucket, delta.clone())], true).await;
     }
     let all = SeriesFilter::all();
     let runs = read_rollups(tx, device_seq, tier, bucket, bucket + 1, &all, true).await?;

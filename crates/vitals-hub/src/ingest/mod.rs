@@ -49,7 +49,7 @@ pub fn rows_of(samples: &[MetricSample]) -> Vec<Row> {
 
 /// Handles one text message from a device and returns the answer to send.
 pub async fn handle_text(state: &AppState, device: &Device, text: &str) -> HubMessage {
-    let msg: AgentMessage = match serde_json::from_str(text) {
+    let msg = match AgentMessage::from_json(text) {
         Ok(m) => m,
         Err(e) => {
             let seq = vitals_proto::messages::peek_seq(text);

@@ -21,8 +21,8 @@ CREATE TABLE samples (
     PRIMARY KEY (device_seq, ts)
 ) WITHOUT ROWID;
 
--- `rollups`: one row per (tier, device, bucket); `tier` is the bucket width in ms (60000 or
---   3600000); `data` is every series' rollup, encoded by `vitals_store::rollup::encode`.
+-- `rollups`: the hour tier, one row per (tier, device, bucket); `tier` is the bucket width in
+--   ms (3600000); `data` is every series' rollup, encoded by `vitals_store::rollup::encode`.
 -- `rollup_marks`: per device, everything before `minute_mark` is in the minute tier and
 --   everything before `hour_mark` in the hour tier (both bucket-aligned).
 -- `rollup_late`: raw samples that arrived after their minute was rolled up (an agent's spool
@@ -66,12 +66,15 @@ CREATE TABLE sample_blocks (
     PRIMARY KEY (device_seq, start_ts)
 ) WITHOUT ROWID;
 
--- Minute rollups of an hour the hour tier holds, as one compressed block per device and hour
--- (`vitals_store::rollup::encode_block`), written in the transaction that rolls the hour up.
+-- The minute tier: minute rollups as compressed blocks (`vitals_store::rollup::encode_block`)
+-- of one device and hour. Each pass of the rollup job appends a segment with the minutes it
+-- rolled up; when the hour tier rolls the hour up, its segments become one block. `minutes`
+-- counts the minute buckets a block holds.
 CREATE TABLE rollup_blocks (
     device_seq   INTEGER NOT NULL,
     hour         INTEGER NOT NULL,
     first_bucket INTEGER NOT NULL,
+    minutes      INTEGER NOT NULL,
     data         BLOB NOT NULL,
-    PRIMARY KEY (device_seq, hour)
+    PRIMARY KEY (device_seq, hour, first_bucket)
 ) WITHOUT ROWID;

@@ -319,7 +319,7 @@ pub async fn roll_up(state: &AppState) {
             metrics::counter!(telemetry::COMPACTED).increment(r.compacted);
             tracing::debug!(?r, "rollup pass");
             if r.compacted > 0 {
-                reclaim(state, 0.25).await;
+                reclaim(state, 0.5).await;
             }
         }
         Err(e) => tracing::warn!(error = %e, "rollup pass failed; the next one resumes it"),

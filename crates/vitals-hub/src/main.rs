@@ -224,6 +224,11 @@ fn init_logging() {
         .init();
 }
 
+/// mimalloc keeps freed memory for reuse per thread: ingest allocates and frees many
+/// short-lived buffers, which glibc's allocator hands back and faults in again.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> Result<()> {
     let cli = Cli::parse();

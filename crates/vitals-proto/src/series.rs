@@ -359,7 +359,41 @@ fn set(s: &mut MetricSample, name: &str, v: f64) -> bool {
     true
 }
 
-fn pct(used: f64, total: f64) -> f64 {
+/// How a derived series is computed from others (see [`derivation`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Derivation {
+    /// `pct(used, total)` of two other series.
+    Pct { used: String, total: String },
+    /// `pct(Σ disk[*].used, Σ disk[*].total)`: `disk.pct`.
+    AllDisks,
+}
+
+/// How `name` is computed from other series of the same sample, if it is derived: `mem.pct`,
+/// `swap.pct`, `disk[K].pct`, `disk[K].inodes_pct` and `disk.pct`. A store can keep only the
+/// other series and compute these when it reads ([`pct`] gives the same bits).
+pub fn derivation(name: &str) -> Option<Derivation> {
+    let pair = |prefix: &str, used: &str, total: &str| Derivation::Pct {
+        used: format!("{prefix}{used}"),
+        total: format!("{prefix}{total}"),
+    };
+    match name {
+        "mem.pct" => Some(pair("mem.", "used", "total")),
+        "swap.pct" => Some(pair("swap.", "used", "total")),
+        "disk.pct" => Some(Derivation::AllDisks),
+        _ if name.starts_with("disk[") => {
+            if let Some(p) = name.strip_suffix("].inodes_pct") {
+                Some(pair(p, "].inodes_used", "].inodes_total"))
+            } else {
+                name.strip_suffix("].pct")
+                    .map(|p| pair(p, "].used", "].total"))
+            }
+        }
+        _ => None,
+    }
+}
+
+/// `used` as a percentage of `total` (0 when `total` is 0), as derived series compute it.
+pub fn pct(used: f64, total: f64) -> f64 {
     if total > 0.0 {
         used / total * 100.0
     } else {
@@ -377,6 +411,38 @@ fn push_fmt(buf: &mut String, args: std::fmt::Arguments<'_>) {
 mod tests {
     use super::*;
     use crate::sample::*;
+
+    #[test]
+    fn derivations_recompute_the_flattened_values() {
+        let s: MetricSample = serde_json::from_str(
+            r#"{"v":1,"ts":1,"hostId":"h","cpu":{"total":1},"mem":{"used":3.3,"total":7.1},
+            "swap":{"used":1,"total":0},
+            "disk":[{"name":"/","used":5.5,"total":11,"inodesUsed":3,"inodesTotal":9},
+                    {"name":"/var","used":2,"total":8}],
+            "net":{"txBps":0,"rxBps":0},"uptimeSec":1,"procCount":1}"#,
+        )
+        .expect("sample");
+        let all = flatten(&s);
+        let get = |n: &str| all.iter().find(|(k, _)| k == n).map(|(_, v)| *v);
+        let mut derived = 0;
+        for (name, v) in &all {
+            match derivation(name) {
+                Some(Derivation::Pct { used, total }) => {
+                    let got = pct(get(&used).expect("used"), get(&total).expect("total"));
+                    assert_eq!(got.to_bits(), v.to_bits(), "{name}");
+                    derived += 1;
+                }
+                Some(Derivation::AllDisks) => derived += 1,
+                None => {}
+            }
+        }
+        assert_eq!(
+            derived, 6,
+            "mem, swap, two disks, one inodes, and all disks"
+        );
+        assert_eq!(derivation("cpu"), None);
+        assert_eq!(derivation("disk[weird].pct].used"), None);
+    }
 
     #[test]
     fn flattens_nested_parts_with_stable_names() {

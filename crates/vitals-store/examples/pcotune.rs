@@ -26,17 +26,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let values: usize = frames.iter().map(|f| f.len() * f.series.len()).sum();
     for level in [0usize, 2, 4, 6, 8] {
         for (dname, delta) in [
-            ("auto", pco::DeltaSpec::Auto),
-            ("consec1", pco::DeltaSpec::TryConsecutive(1)),
-            ("noop", pco::DeltaSpec::NoOp),
+            ("auto", Some(pco::DeltaSpec::Auto)),
+            ("guess", None),
+            ("consec1", Some(pco::DeltaSpec::TryConsecutive(1))),
         ] {
-            let mut cfg = pco::ChunkConfig::default();
-            cfg.compression_level = level;
-            cfg.delta_spec = delta;
             let t = Instant::now();
             let mut bytes = 0usize;
             for f in &frames {
                 for col in f.series.values() {
+                    let cfg = pco::ChunkConfig::default()
+                        .with_compression_level(level)
+                        .with_delta_spec(
+                            delta
+                                .clone()
+                                .unwrap_or_else(|| vitals_store::codec::guess_delta(col)),
+                        );
                     bytes += if all_integers(col) {
                         let ints: Vec<i64> = col.iter().map(|v| *v as i64).collect();
                         pco::standalone::simple_compress(&ints, &cfg)?.len()

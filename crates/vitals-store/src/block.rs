@@ -5,8 +5,13 @@
 //! counter its increments). Whole-number columns are stored as integers. Every value comes
 //! back bit-exactly.
 //!
+//! Derived series (`mem.pct`, `disk[/].pct`, ...: [`vitals_proto::series::derivation`]) are
+//! not stored when they can be recomputed bit-exactly from the others: only their names are,
+//! and [`decode`] computes them again.
+//!
 //! Layout (all lengths and counts varints):
-//! `version, n (rows), ts column, k (series), k x { name, flags, [presence], values }` where
+//! `version, n (rows), ts column, d, d x derived name, k (series),
+//! k x { name, flags, [presence], values }` where
 //! `flags & 1` says the series is missing from some rows and a presence bitmap of `n` bits
 //! follows (only the present values are stored), and `values` is a
 //! [`crate::codec::put_floats`] column. A reader that wants some series skips the others'
@@ -19,7 +24,7 @@ use crate::frame::{Frame, SeriesFilter};
 
 /// Width of a block's window: one block per device per 10 minutes.
 pub const WINDOW_MS: i64 = 600_000;
-const VERSION: u8 = 2;
+const VERSION: u8 = 3;
 const SPARSE: u8 = 1;
 
 /// Why a block could not be built or read.
@@ -42,13 +47,25 @@ pub fn encode(frame: &Frame) -> Result<Vec<u8>, BlockError> {
     out.push(VERSION);
     put_varint(&mut out, n as u64);
     put_bytes(&mut out, &pack(&frame.ts)?);
-    let series: Vec<(&String, &Vec<f64>)> = frame
+    let present: Vec<(&String, &Vec<f64>)> = frame
         .series
         .iter()
         .filter(|(_, col)| col.iter().any(|v| !v.is_nan()))
         .collect();
+    let recomputable = |name: &str, col: &[f64]| {
+        frame.derive(name).is_some_and(|d| {
+            d.len() == col.len() && d.iter().zip(col).all(|(a, b)| a.to_bits() == b.to_bits())
+        })
+    };
+    let (derived, series): (Vec<_>, Vec<_>) = present
+        .into_iter()
+        .partition(|(name, col)| recomputable(name, col));
+    put_varint(&mut out, derived.len() as u64);
+    for (name, _) in &derived {
+        put_bytes(&mut out, name.as_bytes());
+    }
     put_varint(&mut out, series.len() as u64);
-    let mut present = Vec::with_capacity(n);
+    let mut present: Vec<f64> = Vec::with_capacity(n);
     for (name, col) in series {
         put_bytes(&mut out, name.as_bytes());
         present.clear();
@@ -87,11 +104,40 @@ fn head(bytes: &[u8]) -> Result<(Reader<'_>, Vec<i64>), BlockError> {
 pub fn decode(bytes: &[u8], filter: &SeriesFilter) -> Result<Frame, BlockError> {
     let (mut r, ts) = head(bytes)?;
     let n = ts.len();
+    let d = r.count()?;
+    let mut derived = Vec::with_capacity(d);
+    for _ in 0..d {
+        derived.push(r.text()?);
+    }
+    let wanted: Vec<&str> = derived
+        .iter()
+        .copied()
+        .filter(|x| filter.wants(x))
+        .collect();
+    // The inputs of wanted derived series are read too (and dropped after, if not wanted).
+    let inputs: Vec<String> = wanted
+        .iter()
+        .filter_map(|x| vitals_proto::series::derivation(x))
+        .flat_map(|x| match x {
+            vitals_proto::series::Derivation::Pct { used, total } => vec![used, total],
+            vitals_proto::series::Derivation::AllDisks => vec!["disk[".to_string()],
+        })
+        .collect();
+    let needed = |name: &str| {
+        inputs.iter().any(|i| {
+            if i == "disk[" {
+                name.starts_with("disk[") && (name.ends_with("].used") || name.ends_with("].total"))
+            } else {
+                i == name
+            }
+        })
+    };
     let k = r.count()?;
     let mut frame = Frame {
         ts,
         ..Frame::default()
     };
+    let mut extra: Vec<String> = Vec::new();
     for _ in 0..k {
         let name = r.text()?;
         let flags = r.byte()?;
@@ -105,8 +151,11 @@ pub fn decode(bytes: &[u8], filter: &SeriesFilter) -> Result<Frame, BlockError> 
             None
         };
         if !filter.wants(name) {
-            skip_floats(&mut r)?;
-            continue;
+            if !needed(name) {
+                skip_floats(&mut r)?;
+                continue;
+            }
+            extra.push(name.to_string());
         }
         let col = match bits {
             None => take_floats(&mut r, n)?,
@@ -130,6 +179,15 @@ pub fn decode(bytes: &[u8], filter: &SeriesFilter) -> Result<Frame, BlockError> 
         }
     }
     r.finish()?;
+    for name in wanted {
+        let col = frame
+            .derive(name)
+            .ok_or(BlockError::Corrupt("a derived series without its inputs"))?;
+        frame.series.insert(name.to_string(), col);
+    }
+    for name in extra {
+        frame.series.remove(&name);
+    }
     Ok(frame)
 }
 
@@ -176,6 +234,44 @@ mod tests {
                 "truncated at {cut}"
             );
         }
+    }
+
+    #[test]
+    fn derived_series_are_recomputed_not_stored() {
+        let sample: vitals_proto::MetricSample = serde_json::from_str(
+            r#"{"v":1,"ts":1000,"hostId":"h","cpu":{"total":1},"mem":{"used":3.3,"total":7.1},
+            "disk":[{"name":"/","used":5,"total":11},{"name":"/var","used":2,"total":8}],
+            "net":{"txBps":0,"rxBps":0},"uptimeSec":1,"procCount":1}"#,
+        )
+        .expect("sample");
+        let rows: Vec<crate::Row> = (0..50)
+            .map(|i| {
+                let mut s = sample.clone();
+                s.ts = 1000 * i;
+                s.mem.used = 1.0 + i as f64 / 7.0;
+                crate::Row::of(&s)
+            })
+            .collect();
+        let f = Frame::of_rows(&rows);
+        let b = encode(&f).expect("encode");
+        assert_eq!(decode(&b, &SeriesFilter::all()).expect("decode"), f);
+        // Asked alone, a derived series still comes back (its inputs are read and dropped).
+        let only = decode(
+            &b,
+            &SeriesFilter::only(vec!["mem.pct".into(), "disk.pct".into()]),
+        )
+        .expect("decode");
+        assert_eq!(
+            only.series.keys().collect::<Vec<_>>(),
+            vec!["disk.pct", "mem.pct"]
+        );
+        assert_eq!(only.series["mem.pct"], f.series["mem.pct"]);
+        // And it costs no column: the block without derived series is no larger.
+        let mut plain = f.clone();
+        plain
+            .series
+            .retain(|n, _| vitals_proto::series::derivation(n).is_none());
+        assert!(b.len() <= encode(&plain).expect("encode").len() + 64);
     }
 
     proptest! {

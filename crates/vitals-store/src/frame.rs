@@ -201,6 +201,58 @@ impl Frame {
         }
     }
 
+    /// Computes the derived series `name` ([`vitals_proto::series::derivation`]) from this
+    /// frame's other columns; `None` if it is not derived or its inputs are missing.
+    pub fn derive(&self, name: &str) -> Option<Vec<f64>> {
+        use vitals_proto::series::{Derivation, derivation, pct};
+        let n = self.len();
+        match derivation(name)? {
+            Derivation::Pct { used, total } => {
+                let (u, t) = (self.series.get(&used)?, self.series.get(&total)?);
+                Some(
+                    u.iter()
+                        .zip(t)
+                        .map(|(u, t)| {
+                            if u.is_nan() || t.is_nan() {
+                                f64::NAN
+                            } else {
+                                pct(*u, *t)
+                            }
+                        })
+                        .collect(),
+                )
+            }
+            Derivation::AllDisks => {
+                let disks: Vec<(&Vec<f64>, &Vec<f64>)> = self
+                    .series
+                    .iter()
+                    .filter_map(|(k, used)| {
+                        let key = k.strip_prefix("disk[")?.strip_suffix("].used")?;
+                        Some((used, self.series.get(&format!("disk[{key}].total"))?))
+                    })
+                    .collect();
+                if disks.is_empty() {
+                    return None;
+                }
+                Some(
+                    (0..n)
+                        .map(|i| {
+                            let (mut u, mut t, mut any) = (0.0, 0.0, false);
+                            for (used, total) in &disks {
+                                if !used[i].is_nan() && !total[i].is_nan() {
+                                    u += used[i];
+                                    t += total[i];
+                                    any = true;
+                                }
+                            }
+                            if any { pct(u, t) } else { f64::NAN }
+                        })
+                        .collect(),
+                )
+            }
+        }
+    }
+
     /// Drops series that have no value in any row.
     pub fn drop_empty_series(&mut self) {
         self.series.retain(|_, col| col.iter().any(|v| !v.is_nan()));

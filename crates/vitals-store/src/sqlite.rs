@@ -71,7 +71,10 @@ impl SqliteStore {
     async fn with_options(opts: SqliteConnectOptions) -> Result<Self> {
         // Statements are not logged (a group commit's insert is tens of kilobytes of SQL);
         // slow ones only at debug level, where waiting for the write lock also shows.
+        // Rows come back from SQLite's worker thread through a channel: a small one makes
+        // the worker wait for the reader every few rows (a thread switch each time).
         let opts = opts
+            .row_buffer_size(4096)
             .log_statements(log::LevelFilter::Off)
             .log_slow_statements(log::LevelFilter::Debug, Duration::from_secs(1));
         let pool = SqlitePoolOptions::new()

@@ -27,6 +27,9 @@ fn error(seq: Option<u64>, code: ErrorCode, message: impl Into<String>) -> HubMe
     }
 }
 
+/// How old a sample may be and still go to live views.
+const LIVE_WINDOW_MS: i64 = 120_000;
+
 /// Flattens validated samples for storage; consecutive samples of one shape share its names.
 pub fn rows_of(samples: &[MetricSample]) -> Vec<Row> {
     let mut rows: Vec<Row> = Vec::with_capacity(samples.len());
@@ -117,7 +120,15 @@ pub async fn handle_metrics(
         return error(Some(seq), ErrorCode::HostMismatch, m);
     }
     let rows = rows_of(&samples);
-    let live: Vec<LiveSample> = samples.iter().cloned().map(LiveSample::new).collect();
+    // Live views get what is live: samples of the last two minutes, and the batch's newest
+    // (a replayed spool is history, read from the store).
+    let newest = samples.iter().map(|s| s.ts).max().unwrap_or(i64::MIN);
+    let live: Vec<LiveSample> = samples
+        .iter()
+        .filter(|s| s.ts >= now - LIVE_WINDOW_MS || s.ts == newest)
+        .cloned()
+        .map(LiveSample::new)
+        .collect();
     let batch = SampleBatch {
         device_seq: device.seq,
         samples: rows,

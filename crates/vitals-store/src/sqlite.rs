@@ -1114,20 +1114,7 @@ impl Store for SqliteStore {
                         .push((*b, series.clone()));
                 }
                 for (h, minutes) in by_hour {
-                    let data = rollup::encode_block(&minutes)
-                        .map_err(|e| corrupt(device_seq, "minute block", e))?;
-                    write_minute_block(&mut tx, device_seq, h, &minutes, &data).await?;
-                    // Many small segments cost more bytes than one block: merge now and then.
-                    let segments: i64 = sqlx::query_scalar(
-                        "SELECT COUNT(*) FROM rollup_blocks WHERE device_seq = ? AND hour = ?",
-                    )
-                    .bind(device_seq)
-                    .bind(h)
-                    .fetch_one(&mut *tx)
-                    .await?;
-                    if segments > MAX_SEGMENTS {
-                        rewrite_hour(&mut tx, device_seq, h, Vec::new(), false).await?;
-                    }
+                    append_minutes(&mut tx, device_seq, h, minutes).await?;
                 }
             }
             // The hour's segments become one block as the hour is rolled up.
@@ -1202,12 +1189,16 @@ impl Store for SqliteStore {
                     .flatten();
             let minutes = rollup::fold_frame(samples, Tier::Minute.width_ms());
             let mut hours: BTreeMap<i64, rollup::Series> = BTreeMap::new();
-            for (b, delta) in &minutes {
-                merge_into_rollup(&mut tx, *seq, Tier::Minute, *b, delta).await?;
-                let h = rollup::bucket_start(*b, Tier::Hour.width_ms());
+            let mut by_hour: BTreeMap<i64, Vec<(i64, rollup::Series)>> = BTreeMap::new();
+            for (b, delta) in minutes {
+                let h = rollup::bucket_start(b, Tier::Hour.width_ms());
                 if hour_mark.is_some_and(|m| h < m) {
-                    rollup::merge_series(hours.entry(h).or_default(), delta);
+                    rollup::merge_series(hours.entry(h).or_default(), &delta);
                 }
+                by_hour.entry(h).or_default().push((b, delta));
+            }
+            for (h, list) in by_hour {
+                append_minutes(&mut tx, *seq, h, list).await?;
             }
             self.step("late minute merge")?;
             for (h, delta) in &hours {
@@ -2294,7 +2285,36 @@ async fn rewrite_hour(
     write_minute_block(tx, device_seq, h, &minutes, &data).await
 }
 
-/// Merges `delta` into the stored rollup of the bucket (creating it if absent).
+/// Adds minutes (sorted) to the device's hour `h` as a new segment of its block; reads merge
+/// a minute found in several segments. Merges the hour's segments into one block when there
+/// are many (small segments cost more bytes), or when a segment starts at the same minute.
+async fn append_minutes(
+    tx: &mut Transaction<'_, Sqlite>,
+    device_seq: i64,
+    h: i64,
+    minutes: Vec<(i64, rollup::Series)>,
+) -> Result<()> {
+    let Some(first) = minutes.first().map(|m| m.0) else {
+        return Ok(());
+    };
+    let (segments, clash): (i64, i64) = sqlx::query_as(
+        "SELECT COUNT(*), COALESCE(SUM(first_bucket = ?3), 0) FROM rollup_blocks
+          WHERE device_seq = ?1 AND hour = ?2",
+    )
+    .bind(device_seq)
+    .bind(h)
+    .bind(first)
+    .fetch_one(&mut **tx)
+    .await?;
+    if clash > 0 || segments >= MAX_SEGMENTS {
+        return rewrite_hour(tx, device_seq, h, minutes, true).await;
+    }
+    let data = rollup::encode_block(&minutes).map_err(|e| corrupt(device_seq, "minute block", e))?;
+    write_minute_block(tx, device_seq, h, &minutes, &data).await
+}
+
+/// Merges `delta` into the stored rollup of the bucket (creating it if absent); the hour
+/// tier's rows (minutes go through [`append_minutes`]).
 async fn merge_into_rollup(
     tx: &mut Transaction<'_, Sqlite>,
     device_seq: i64,
@@ -2302,10 +2322,6 @@ async fn merge_into_rollup(
     bucket: i64,
     delta: &rollup::Series,
 ) -> Result<()> {
-    if tier == Tier::Minute {
-        let h = rollup::bucket_start(bucket, Tier::Hour.width_ms());
-        return rewrite_hour(tx, device_seq, h, vec![(bucket, delta.clone())], true).await;
-    }
     let all = SeriesFilter::all();
     let runs = read_rollups(tx, device_seq, tier, bucket, bucket + 1, &all, true).await?;
     let mut merged = rollup::runs_to_buckets(runs)

@@ -160,11 +160,16 @@ pub fn guess_delta<T: Column>(v: &[T]) -> pco::DeltaSpec {
         };
         *b - a
     }
-    let x: Vec<f64> = v.iter().map(|a| a.as_f64()).collect();
-    let d1: Vec<f64> = x.windows(2).map(|w| w[1] - w[0]).collect();
-    let d2: Vec<f64> = d1.windows(2).map(|w| w[1] - w[0]).collect();
-    let (r1, r2) = (spread(d1), spread(d2));
-    let r0 = spread(x);
+    // At most 256 evenly spaced places, each with its next two values: enough to judge.
+    let step = (v.len() - 2).div_ceil(256).max(1);
+    let (mut x, mut d1, mut d2) = (Vec::new(), Vec::new(), Vec::new());
+    for i in (0..v.len() - 2).step_by(step) {
+        let (a, b, c) = (v[i].as_f64(), v[i + 1].as_f64(), v[i + 2].as_f64());
+        x.push(a);
+        d1.push(b - a);
+        d2.push(c - 2.0 * b + a);
+    }
+    let (r0, r1, r2) = (spread(x), spread(d1), spread(d2));
     // A higher order must narrow the values clearly to pay for its extra state.
     if r1 < 0.5 * r0 {
         if r2 < 0.5 * r1 {

@@ -1780,7 +1780,7 @@ fn event_row(r: &SqliteRow) -> Result<AlertEventRow> {
 /// Samples in a full block at 1 Hz.
 const BLOCK_SAMPLES: i64 = 600;
 /// Segments of an hour's minute block before they are merged into one.
-const MAX_SEGMENTS: i64 = 6;
+const MAX_SEGMENTS: i64 = 12;
 /// Rows per hot-row insert statement: a commit uses the smallest that fits (padding the rest),
 /// in chunks of the largest (4 parameters per row, well under SQLite's 32,766).
 const INSERT_SIZES: [usize; 3] = [16, 256, 2048];
@@ -2309,7 +2309,8 @@ async fn append_minutes(
     if clash > 0 || segments >= MAX_SEGMENTS {
         return rewrite_hour(tx, device_seq, h, minutes, true).await;
     }
-    let data = rollup::encode_block(&minutes).map_err(|e| corrupt(device_seq, "minute block", e))?;
+    let data =
+        rollup::encode_block(&minutes).map_err(|e| corrupt(device_seq, "minute block", e))?;
     write_minute_block(tx, device_seq, h, &minutes, &data).await
 }
 

@@ -10,6 +10,7 @@ use crate::sample::MetricSample;
 /// Calls `f(name, value)` for every series a sample carries, in a stable order.
 pub fn for_each_series(s: &MetricSample, mut f: impl FnMut(&str, f64)) {
     let mut name = String::with_capacity(48);
+    let mut num = [0u8; 20];
     let mut put = |name: &str, v: f64| {
         if v.is_finite() {
             f(name, v)
@@ -28,7 +29,7 @@ pub fn for_each_series(s: &MetricSample, mut f: impl FnMut(&str, f64)) {
     }
     for (i, v) in s.cpu.per_core.iter().enumerate() {
         name.clear();
-        push_fmt(&mut name, format_args!("cpu.core[{i}]"));
+        push_parts(&mut name, &["cpu.core[", itoa(i, &mut num), "]"]);
         put(&name, *v);
     }
     put("mem.used", s.mem.used);
@@ -64,7 +65,7 @@ pub fn for_each_series(s: &MetricSample, mut f: impl FnMut(&str, f64)) {
         ] {
             if let Some(v) = v {
                 name.clear();
-                push_fmt(&mut name, format_args!("disk[{}].{field}", d.name));
+                push_parts(&mut name, &["disk[", &d.name, "].", field]);
                 put(&name, v);
             }
         }
@@ -80,7 +81,7 @@ pub fn for_each_series(s: &MetricSample, mut f: impl FnMut(&str, f64)) {
             ("write_iops", d.write_iops),
         ] {
             name.clear();
-            push_fmt(&mut name, format_args!("diskio[{}].{field}", d.name));
+            push_parts(&mut name, &["diskio[", &d.name, "].", field]);
             put(&name, v);
         }
     }
@@ -96,13 +97,13 @@ pub fn for_each_series(s: &MetricSample, mut f: impl FnMut(&str, f64)) {
             ("tx_errs", n.tx_errs),
         ] {
             name.clear();
-            push_fmt(&mut name, format_args!("net[{}].{field}", n.name));
+            push_parts(&mut name, &["net[", &n.name, "].", field]);
             put(&name, v);
         }
     }
     for t in &s.temps {
         name.clear();
-        push_fmt(&mut name, format_args!("temp[{}].celsius", t.name));
+        push_parts(&mut name, &["temp[", &t.name, "].celsius"]);
         put(&name, t.celsius);
     }
     for (i, g) in s.gpus.iter().enumerate() {
@@ -115,7 +116,7 @@ pub fn for_each_series(s: &MetricSample, mut f: impl FnMut(&str, f64)) {
         ] {
             if let Some(v) = v {
                 name.clear();
-                push_fmt(&mut name, format_args!("gpu[{i}].{field}"));
+                push_parts(&mut name, &["gpu[", itoa(i, &mut num), "].", field]);
                 put(&name, v);
             }
         }
@@ -129,7 +130,7 @@ pub fn for_each_series(s: &MetricSample, mut f: impl FnMut(&str, f64)) {
             ("running", if c.state == "running" { 1.0 } else { 0.0 }),
         ] {
             name.clear();
-            push_fmt(&mut name, format_args!("container[{}].{field}", c.name));
+            push_parts(&mut name, &["container[", &c.name, "].", field]);
             put(&name, v);
         }
     }
@@ -401,10 +402,28 @@ pub fn pct(used: f64, total: f64) -> f64 {
     }
 }
 
-fn push_fmt(buf: &mut String, args: std::fmt::Arguments<'_>) {
-    use std::fmt::Write;
-    // Writing into a String cannot fail.
-    let _ = buf.write_fmt(args);
+/// Replaces `buf` by the concatenation of `parts` (names are built per series per sample:
+/// plain copies, not the formatting machinery).
+fn push_parts(buf: &mut String, parts: &[&str]) {
+    buf.clear();
+    for p in parts {
+        buf.push_str(p);
+    }
+}
+
+/// `i` in decimal, written into `num`.
+fn itoa(mut i: usize, num: &mut [u8; 20]) -> &str {
+    let mut at = num.len();
+    loop {
+        at -= 1;
+        num[at] = b'0' + (i % 10) as u8;
+        i /= 10;
+        if i == 0 {
+            break;
+        }
+    }
+    // Only ASCII digits were written.
+    std::str::from_utf8(&num[at..]).unwrap_or("0")
 }
 
 #[cfg(test)]

@@ -1914,13 +1914,13 @@ async fn insert_rows(
     if rows.is_empty() {
         return Ok((stored, learned));
     }
-    let mut owner: std::collections::HashMap<(i64, i64), usize> =
-        std::collections::HashMap::with_capacity(rows.len());
+    let mut owner: crate::codec::FastMap<(i64, i64), usize> = crate::codec::FastMap::default();
+    owner.reserve(rows.len());
     for (i, seq, r) in rows {
         owner.entry((*seq, r.ts)).or_insert(*i);
     }
     // Shape ids: from the cache, else stored now.
-    let mut ids: std::collections::HashMap<&str, i64> = std::collections::HashMap::new();
+    let mut ids: crate::codec::FastMap<&str, i64> = crate::codec::FastMap::default();
     for (_, _, r) in rows {
         let key: &str = &r.names;
         if ids.contains_key(key) {

@@ -52,11 +52,25 @@ impl AgentMessage {
         }
         #[derive(Deserialize)]
         struct Metrics {
+            // Named so that a second `type` key is an error, as in the derived parser.
+            #[serde(rename = "type")]
+            _kind: String,
             seq: u64,
             samples: Vec<MetricSample>,
         }
-        let kind: Kind<'_> = serde_json::from_str(text)?;
-        if kind.kind.as_deref() == Some("metrics") {
+        // Agents write `type` first: then the message need not be scanned twice.
+        let starts_as_metrics = text
+            .trim_start()
+            .strip_prefix('{')
+            .map(str::trim_start)
+            .and_then(|t| t.strip_prefix("\"type\""))
+            .map(str::trim_start)
+            .and_then(|t| t.strip_prefix(':'))
+            .map(str::trim_start)
+            .is_some_and(|t| t.starts_with("\"metrics\""));
+        if starts_as_metrics
+            || serde_json::from_str::<Kind<'_>>(text)?.kind.as_deref() == Some("metrics")
+        {
             let m: Metrics = serde_json::from_str(text)?;
             return Ok(AgentMessage::Metrics {
                 seq: m.seq,
@@ -205,6 +219,8 @@ mod tests {
             r#"{"type":"metrics","seq":3,"samples":[{"v":1,"ts":5,"hostId":"h","cpu":{"total":1},
                 "mem":{"used":1,"total":2},"net":{"txBps":0,"rxBps":0},"uptimeSec":1,"procCount":1}]}"#,
             r#"{"seq":4,"type":"dropped","count":7}"#,
+            r#" { "type" : "metrics", "seq":3,"samples":[]}"#,
+            r#"{"seq":3,"samples":[],"type":"metrics"}"#,
             r#"{"type":"state","seq":1}"#,
         ] {
             let fast = AgentMessage::from_json(text).expect("fast");
@@ -213,6 +229,7 @@ mod tests {
         }
         for bad in [
             r#"{"type":"metrics","seq":3}"#,
+            r#"{"type":"metrics","seq":3,"samples":[],"type":"state"}"#,
             r#"{"type":"nope","seq":3}"#,
             r#"{"seq":3}"#,
             "[1,2]",

@@ -1070,8 +1070,14 @@ impl Store for SqliteStore {
             None => (limit, BTreeMap::new()),
             Some(first) => {
                 let start = rollup::bucket_start(first.max(lo), w);
-                let end =
+                let mut end =
                     rollup::bucket_start(start.saturating_add(max_span_ms.max(w)), w).min(limit);
+                if tier == Tier::Minute {
+                    // A step never crosses an hour, so a replayed hour is one segment of its
+                    // minute block, not several and a merge.
+                    let hour = Tier::Hour.width_ms();
+                    end = end.min(rollup::bucket_start(start, hour).saturating_add(hour));
+                }
                 let all = SeriesFilter::all();
                 let buckets = match tier {
                     Tier::Minute => {

@@ -224,8 +224,9 @@ fn out_push_later(out: &mut Vec<Segment>, from: i64, to: i64, spans: &Spans) {
 /// How long the job waits after a minute ends before rolling it up, so samples in flight
 /// land first (later ones are merged as late samples).
 pub const LAG_MS: i64 = 10_000;
-/// Most raw time one transaction rolls up per device (600 samples at 1 Hz).
-const MINUTE_SPAN_MS: i64 = 10 * 60_000;
+/// Most raw time one transaction rolls up per device (3,600 samples at 1 Hz; steps also stop
+/// at hour boundaries).
+const MINUTE_SPAN_MS: i64 = 60 * 60_000;
 /// Most minute time one transaction rolls into hours per device.
 const HOUR_SPAN_MS: i64 = 24 * 3_600_000;
 /// Late samples merged per transaction.

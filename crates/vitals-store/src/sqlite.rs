@@ -29,6 +29,10 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite")
 #[derive(Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// Write transactions of this process take turns here, first come first served, rather
+    /// than in SQLite's busy handler, which sleeps in growing steps (up to 100 ms) while it
+    /// waits for the lock.
+    writes: Arc<tokio::sync::Mutex<()>>,
     /// Shapes of hot rows seen so far.
     shapes: Arc<ShapeCache>,
     /// Crash tests: when non-zero, the step point that brings it to zero fails.
@@ -73,7 +77,11 @@ impl SqliteStore {
         // slow ones only at debug level, where waiting for the write lock also shows.
         // Rows come back from SQLite's worker thread through a channel: a small one makes
         // the worker wait for the reader every few rows (a thread switch each time).
+        // Checkpoints (copying the WAL into the database, with an fsync) run in a background
+        // task, never inside a commit: an automatic checkpoint would stall whichever commit
+        // crossed the WAL threshold, and with it every acknowledgement waiting on it.
         let opts = opts
+            .pragma("wal_autocheckpoint", "0")
             .row_buffer_size(4096)
             .log_statements(log::LevelFilter::Off)
             .log_slow_statements(log::LevelFilter::Debug, Duration::from_secs(1));
@@ -86,11 +94,26 @@ impl SqliteStore {
         MIGRATOR.run(&pool).await?;
         let shapes = Arc::new(ShapeCache::default());
         convert_v1(&pool, &shapes).await?;
+        tokio::spawn(checkpoints(pool.clone()));
         Ok(Self {
             pool,
+            writes: Arc::new(tokio::sync::Mutex::new(())),
             shapes,
             fail_countdown: Arc::new(AtomicU64::new(0)),
         })
+    }
+
+    /// Begins a write transaction (`BEGIN IMMEDIATE`) in turn with this process's others; the
+    /// guard must live until the transaction ends.
+    async fn begin_write(
+        &self,
+    ) -> Result<(
+        tokio::sync::OwnedMutexGuard<()>,
+        Transaction<'static, Sqlite>,
+    )> {
+        let guard = Arc::clone(&self.writes).lock_owned().await;
+        let tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        Ok((guard, tx))
     }
 
     /// For crash tests: the `n`-th step point of the tier work from now (rollups, late merges,
@@ -121,6 +144,27 @@ impl SqliteStore {
             Ok(())
         } else {
             Err(rows.join("; "))
+        }
+    }
+}
+
+/// Checkpoints the WAL every quarter second until the pool closes. PASSIVE: it copies what
+/// no reader still needs and never blocks a writer; the WAL is reused from its start once it
+/// is all copied (and cut back to `journal_size_limit`).
+async fn checkpoints(pool: SqlitePool) {
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if pool.is_closed() {
+            return;
+        }
+        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .execute(&pool)
+            .await
+            && !pool.is_closed()
+        {
+            tracing::warn!(error = %e, "WAL checkpoint failed; retrying");
         }
     }
 }
@@ -235,6 +279,7 @@ impl Store for SqliteStore {
     }
 
     async fn create_user(&self, u: NewUser) -> Result<User> {
+        let _write = self.writes.lock().await;
         let id = uuid::Uuid::new_v4().to_string();
         let res = sqlx::query(
             "INSERT INTO users (id, username, role, password_hash, created_at) VALUES (?, ?, ?, ?, ?)
@@ -258,6 +303,7 @@ impl Store for SqliteStore {
     }
 
     async fn create_first_user(&self, u: NewUser) -> Result<Option<User>> {
+        let _write = self.writes.lock().await;
         let id = uuid::Uuid::new_v4().to_string();
         let row = sqlx::query(
             "INSERT INTO users (id, username, role, password_hash, created_at)
@@ -304,6 +350,7 @@ impl Store for SqliteStore {
     }
 
     async fn delete_user(&self, id: &str) -> Result<bool> {
+        let _write = self.writes.lock().await;
         let n = sqlx::query("DELETE FROM users WHERE id = ?")
             .bind(id)
             .execute(&self.pool)
@@ -313,6 +360,7 @@ impl Store for SqliteStore {
     }
 
     async fn create_session(&self, s: NewSession) -> Result<()> {
+        let _write = self.writes.lock().await;
         sqlx::query(
             "INSERT INTO sessions (token_hash, user_id, csrf, created_at, expires_at) VALUES (?, ?, ?, ?, ?)",
         )
@@ -353,6 +401,7 @@ impl Store for SqliteStore {
     }
 
     async fn delete_session(&self, token_hash: &[u8]) -> Result<()> {
+        let _write = self.writes.lock().await;
         sqlx::query("DELETE FROM sessions WHERE token_hash = ?")
             .bind(token_hash)
             .execute(&self.pool)
@@ -361,6 +410,7 @@ impl Store for SqliteStore {
     }
 
     async fn purge_sessions(&self, now: i64) -> Result<u64> {
+        let _write = self.writes.lock().await;
         Ok(sqlx::query("DELETE FROM sessions WHERE expires_at <= ?")
             .bind(now)
             .execute(&self.pool)
@@ -369,6 +419,7 @@ impl Store for SqliteStore {
     }
 
     async fn create_api_token(&self, t: NewApiToken) -> Result<ApiToken> {
+        let _write = self.writes.lock().await;
         let id = uuid::Uuid::new_v4().to_string();
         let row = sqlx::query(
             "INSERT INTO api_tokens (id, name, role, token_hash, created_by, created_at)
@@ -405,6 +456,7 @@ impl Store for SqliteStore {
     }
 
     async fn delete_api_token(&self, id: &str) -> Result<bool> {
+        let _write = self.writes.lock().await;
         Ok(sqlx::query("DELETE FROM api_tokens WHERE id = ?")
             .bind(id)
             .execute(&self.pool)
@@ -421,6 +473,7 @@ impl Store for SqliteStore {
     }
 
     async fn meta_set(&self, key: &str, value: &str) -> Result<()> {
+        let _write = self.writes.lock().await;
         sqlx::query(
             "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
         )
@@ -432,6 +485,7 @@ impl Store for SqliteStore {
     }
 
     async fn meta_take(&self, key: &str, value: &str) -> Result<bool> {
+        let _write = self.writes.lock().await;
         Ok(sqlx::query("DELETE FROM meta WHERE key = ? AND value = ?")
             .bind(key)
             .bind(value)
@@ -442,6 +496,7 @@ impl Store for SqliteStore {
     }
 
     async fn create_device_code(&self, c: NewDeviceCode) -> Result<()> {
+        let _write = self.writes.lock().await;
         let res = sqlx::query(
             "INSERT INTO device_codes (code, host_id, hostname, agent_version, source_ip, created_at, expires_at)
              VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -478,7 +533,7 @@ impl Store for SqliteStore {
         name: &str,
         now: i64,
     ) -> Result<ApproveOutcome> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let (_write, mut tx) = self.begin_write().await?;
         let row = sqlx::query("SELECT * FROM device_codes WHERE code = ?")
             .bind(code)
             .fetch_optional(&mut *tx)
@@ -526,7 +581,7 @@ impl Store for SqliteStore {
         token_hash: &[u8],
         now: i64,
     ) -> Result<ClaimOutcome> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let (_write, mut tx) = self.begin_write().await?;
         let row = sqlx::query("SELECT * FROM device_codes WHERE code = ?")
             .bind(code)
             .fetch_optional(&mut *tx)
@@ -561,6 +616,7 @@ impl Store for SqliteStore {
     }
 
     async fn delete_device_code(&self, code: &str) -> Result<bool> {
+        let _write = self.writes.lock().await;
         Ok(
             sqlx::query("DELETE FROM device_codes WHERE code = ? AND device_id IS NULL")
                 .bind(code)
@@ -572,6 +628,7 @@ impl Store for SqliteStore {
     }
 
     async fn purge_device_codes(&self, before: i64) -> Result<u64> {
+        let _write = self.writes.lock().await;
         Ok(sqlx::query("DELETE FROM device_codes WHERE expires_at < ?")
             .bind(before)
             .execute(&self.pool)
@@ -580,7 +637,7 @@ impl Store for SqliteStore {
     }
 
     async fn create_device(&self, d: NewDevice) -> Result<Device> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let (_write, mut tx) = self.begin_write().await?;
         let dev = insert_device(&mut tx, &d).await?;
         tx.commit().await?;
         Ok(dev)
@@ -662,6 +719,7 @@ impl Store for SqliteStore {
     }
 
     async fn rename_device(&self, id: &str, name: &str) -> Result<bool> {
+        let _write = self.writes.lock().await;
         Ok(sqlx::query("UPDATE devices SET name = ? WHERE id = ?")
             .bind(name)
             .bind(id)
@@ -672,6 +730,7 @@ impl Store for SqliteStore {
     }
 
     async fn set_device_token(&self, id: &str, token_hash: &[u8]) -> Result<bool> {
+        let _write = self.writes.lock().await;
         Ok(
             sqlx::query("UPDATE devices SET token_hash = ? WHERE id = ?")
                 .bind(token_hash)
@@ -684,6 +743,7 @@ impl Store for SqliteStore {
     }
 
     async fn set_device_agent_version(&self, id: &str, version: &str) -> Result<()> {
+        let _write = self.writes.lock().await;
         sqlx::query("UPDATE devices SET agent_version = ? WHERE id = ?")
             .bind(version)
             .bind(id)
@@ -693,7 +753,7 @@ impl Store for SqliteStore {
     }
 
     async fn delete_device(&self, id: &str) -> Result<bool> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let (_write, mut tx) = self.begin_write().await?;
         let seq: Option<i64> = sqlx::query_scalar("SELECT seq FROM devices WHERE id = ?")
             .bind(id)
             .fetch_optional(&mut *tx)
@@ -724,7 +784,7 @@ impl Store for SqliteStore {
     }
 
     async fn insert_batches(&self, batches: &[SampleBatch]) -> Result<Vec<u64>> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let (_write, mut tx) = self.begin_write().await?;
         let rows: Vec<(usize, i64, &Row)> = batches
             .iter()
             .enumerate()
@@ -857,7 +917,7 @@ impl Store for SqliteStore {
         Ok(n)
     }
     async fn delete_samples_before(&self, before: i64, limit: i64) -> Result<u64> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let (_write, mut tx) = self.begin_write().await?;
         self.step("raw retention")?;
         let mut n = sqlx::query(
             "DELETE FROM samples WHERE (device_seq, ts) IN
@@ -906,7 +966,7 @@ impl Store for SqliteStore {
     }
 
     async fn compact(&self, device_seq: i64, before: i64) -> Result<CompactStep> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let (_write, mut tx) = self.begin_write().await?;
         // Only what the minute tier holds and no late sample still needs from the hot table.
         let limit: Option<i64> = sqlx::query_scalar(
             "SELECT MIN(?2, minute_mark,
@@ -1015,7 +1075,7 @@ impl Store for SqliteStore {
         max_span_ms: i64,
     ) -> Result<RollStep> {
         let w = tier.width_ms();
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let (_write, mut tx) = self.begin_write().await?;
         let marks: Option<(Option<i64>, Option<i64>)> =
             sqlx::query_as("SELECT minute_mark, hour_mark FROM rollup_marks WHERE device_seq = ?")
                 .bind(device_seq)
@@ -1153,7 +1213,7 @@ impl Store for SqliteStore {
     }
 
     async fn roll_up_late(&self, limit: i64) -> Result<u64> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let (_write, mut tx) = self.begin_write().await?;
         let late: Vec<(i64, i64)> = sqlx::query_as(
             "SELECT device_seq, ts FROM rollup_late ORDER BY device_seq, ts LIMIT ?",
         )
@@ -1272,7 +1332,7 @@ impl Store for SqliteStore {
     }
 
     async fn delete_rollups_before(&self, tier: Tier, before: i64, limit: i64) -> Result<u64> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let (_write, mut tx) = self.begin_write().await?;
         self.step("rollup retention")?;
         let n = match tier {
             // Whole hour blocks of minutes, once the hour tier holds their hour; each counts
@@ -1320,6 +1380,7 @@ impl Store for SqliteStore {
     }
 
     async fn put_state(&self, device_seq: i64, kind: &str, json: &str, now: i64) -> Result<()> {
+        let _write = self.writes.lock().await;
         sqlx::query(
             "INSERT INTO device_state (device_seq, kind, data, updated_at) VALUES (?, ?, ?, ?)
              ON CONFLICT(device_seq, kind) DO UPDATE SET data = excluded.data, updated_at = excluded.updated_at",
@@ -1361,7 +1422,7 @@ impl Store for SqliteStore {
     }
 
     async fn put_settings(&self, values: &BTreeMap<String, String>) -> Result<()> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let (_write, mut tx) = self.begin_write().await?;
         for (k, v) in values {
             sqlx::query(
                 "INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
@@ -1402,6 +1463,7 @@ impl Store for SqliteStore {
     async fn reclaim_space(&self, max_pages: i64) -> Result<u64> {
         // A no-op on databases created before auto_vacuum was on; their free pages are
         // reused by new data instead.
+        let _write = self.writes.lock().await;
         let mut conn = self.pool.acquire().await?;
         sqlx::query(sqlx::AssertSqlSafe(format!(
             "PRAGMA incremental_vacuum({})",
@@ -1445,7 +1507,7 @@ impl Store for SqliteStore {
     }
 
     async fn app_write(&self, writes: &[AppWrite]) -> Result<()> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let (_write, mut tx) = self.begin_write().await?;
         for w in writes {
             match w {
                 AppWrite::Insert(r) => {
@@ -1523,6 +1585,7 @@ impl Store for SqliteStore {
     }
 
     async fn app_delete_before(&self, before: i64, limit: i64) -> Result<Vec<(String, String)>> {
+        let _write = self.writes.lock().await;
         let rows = sqlx::query(
             "DELETE FROM app_records WHERE rowid IN
                (SELECT rowid FROM app_records WHERE created_at < ? LIMIT ?)
@@ -1555,6 +1618,7 @@ impl Store for SqliteStore {
     }
 
     async fn alert_doc_put(&self, kind: &str, id: &str, data: &str, now: i64) -> Result<()> {
+        let _write = self.writes.lock().await;
         sqlx::query(
             "INSERT INTO alert_docs (kind, id, data, updated_at) VALUES (?, ?, ?, ?)
              ON CONFLICT (kind, id) DO UPDATE SET data = excluded.data,
@@ -1570,6 +1634,7 @@ impl Store for SqliteStore {
     }
 
     async fn alert_doc_delete(&self, kind: &str, id: &str) -> Result<bool> {
+        let _write = self.writes.lock().await;
         let n = sqlx::query("DELETE FROM alert_docs WHERE kind = ? AND id = ?")
             .bind(kind)
             .bind(id)
@@ -1589,7 +1654,7 @@ impl Store for SqliteStore {
     }
 
     async fn alert_apply(&self, w: &AlertWrite) -> Result<()> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let (_write, mut tx) = self.begin_write().await?;
         for (key, data) in &w.states {
             match data {
                 Some(d) => {
@@ -1683,7 +1748,7 @@ impl Store for SqliteStore {
     }
 
     async fn alert_delivery(&self, d: &DeliveryRecord) -> Result<()> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let (_write, mut tx) = self.begin_write().await?;
         sqlx::query(
             "INSERT INTO alert_deliveries
                (at, outbox_id, event_id, channel_id, kind, attempt, ok, status, error)
@@ -1753,7 +1818,7 @@ impl Store for SqliteStore {
     }
 
     async fn alert_purge_before(&self, before: i64) -> Result<u64> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let (_write, mut tx) = self.begin_write().await?;
         let mut n = sqlx::query("DELETE FROM alert_events WHERE active = 0 AND started_at < ?")
             .bind(before)
             .execute(&mut *tx)

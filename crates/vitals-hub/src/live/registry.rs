@@ -551,6 +551,12 @@ impl Registry {
         }
     }
 
+    /// The device's newest sample as its agent sent it (`ts`, JSON), if one arrived or was
+    /// loaded since the hub started.
+    pub fn latest(&self, id: &str) -> Option<(i64, Arc<str>)> {
+        self.lock().devices.get(id).and_then(|e| e.latest.clone())
+    }
+
     /// Whether the device is known.
     pub fn has_device(&self, id: &str) -> bool {
         self.lock().devices.contains_key(id)

@@ -38,8 +38,19 @@ pub struct DeviceView {
 
 pub fn view(state: &AppState, d: DeviceWithLatest, now: i64, with_latest: bool) -> DeviceView {
     let status = status_of(state, d.device.last_seen, now);
-    let (latest, latest_ts) = match d.latest {
-        Some(l) if with_latest && !l.is_empty() => {
+    // The live core holds the newest sample as the agent sent it (container images, GPU
+    // names); the store keeps its numbers only, rebuilt here when the hub has no newer one.
+    let live = if with_latest {
+        state.live.registry.latest(&d.device.id)
+    } else {
+        None
+    };
+    let stored_ts = d.latest.as_ref().and_then(|l| l.ts.last().copied());
+    let (latest, latest_ts) = match (live, d.latest) {
+        (Some((ts, json)), _) if stored_ts.is_none_or(|s| ts >= s) => {
+            (RawValue::from_string(json.to_string()).ok(), Some(ts))
+        }
+        (_, Some(l)) if with_latest && !l.is_empty() => {
             let sample = l.sample(l.len() - 1, &d.device.host_id);
             (
                 serde_json::to_string(&sample)

@@ -249,6 +249,7 @@ try {
     assert(Number(pts) === 120, `the CPU chart has ${pts} points; sent 120 in the range`);
     const groups = await page.$$eval('.chart', (els) => els.map((e) => e.dataset.group));
     for (const g of ['cpu', 'cores', 'mem', 'disk', 'net', 'temp', 'ccpu', 'docker']) assert(groups.includes(g), `a ${g} chart among ${groups}`);
+    assert(!groups.some((g) => g.includes('kernel')), `kernel statistics stay on their own tab: ${groups}`);
     // The tooltip follows the cursor.
     const box = await (await page.$('.chart[data-group=cpu] .u-over')).boundingBox();
     await page.mouse.move(box.x + box.width / 2, box.y + box.height / 2);
@@ -268,6 +269,20 @@ try {
       const n = Number(document.querySelector('.chart[data-group=cpu]')?.dataset.points);
       return n > 10 && n < 60;
     });
+  });
+
+  await check('the kernel tab charts kernel statistics by prefix', async () => {
+    const from = t0 - 500;
+    const to = t0 + 119_500;
+    await page.goto(`${base}/devices/${agent.deviceId}?tab=kernel&kq=psi&from=${from}&to=${to}`);
+    await page.waitForSelector('.chart[data-group="kernel.psi.io.some#0"]');
+    const pts = await page.getAttribute('.chart[data-group="kernel.psi.io.some#0"]', 'data-points');
+    assert(Number(pts) === 120, `the PSI chart has ${pts} points; sent 120`);
+    assert((await page.$$('.chart[data-group^="kernel.vmstat"]')).length === 0, 'only the prefix asked for');
+    await page.click('button[data-source=vmstat]');
+    await page.waitForSelector('.chart[data-group="kernel.vmstat#0"]');
+    assert(new URL(page.url()).searchParams.get('kq') === 'vmstat', 'the prefix is kept in the address');
+    await accessible(page, 'kernel tab');
   });
 
   await check('the stats table matches /api/stats', async () => {

@@ -93,6 +93,7 @@ export function sample(hostId, ts, cpu, extra = {}) {
     temps: [{ name: 'cpu', celsius: 40 + cpu / 10 }],
     containers: [{ name: 'web', image: 'nginx:1.27', state: 'running', cpu: 1.5, memBytes: 5e7, netRxBps: 100, netTxBps: 50 }],
     dockerSize: 3.2e9,
+    kernel: { 'psi.io.some.avg10': cpu / 10, 'psi.io.some.stall_pct': cpu / 5, 'vmstat.pgfault': 1000 + cpu },
     ...extra,
   };
 }

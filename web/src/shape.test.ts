@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { appSeries, bannerAlerts, cardValues, columns, groupSeries, pointCount, pushWindow, rangeOf, unitOf, type Sample } from './shape';
+import { appSeries, bannerAlerts, cardValues, columns, groupSeries, kernelGroups, kernelUnit, pointCount, pushWindow, rangeOf, unitOf, type Sample } from './shape';
 
 const sample: Sample = {
   ts: 1_700_000_000_000,
@@ -77,5 +77,16 @@ describe('shape', () => {
     expect(shown.map((a) => a.id)).toEqual(['d', 'b', 'e']);
     expect(more).toBe(1);
     expect(bannerAlerts([], new Set()).shown).toEqual([]);
+  });
+  it('groups kernel statistics by parent name, a few lines per chart, with units', () => {
+    const vm = Array.from({ length: 13 }, (_, i) => `kernel.vmstat.c${i}`);
+    const g = kernelGroups(['kernel.psi.io.some.avg10', 'kernel.psi.io.some.stall_pct', 'kernel.meminfo.Cached', ...vm], 6);
+    expect(g.map((x) => x.title)).toEqual(['meminfo', 'psi.io.some', 'vmstat (1/3)', 'vmstat (2/3)', 'vmstat (3/3)']);
+    expect(g[1].series).toEqual(['kernel.psi.io.some.avg10', 'kernel.psi.io.some.stall_pct']);
+    expect(g[2].series).toEqual(['kernel.vmstat.c0', 'kernel.vmstat.c1', 'kernel.vmstat.c2', 'kernel.vmstat.c3', 'kernel.vmstat.c4', 'kernel.vmstat.c5']);
+    expect(g[4].series).toEqual(['kernel.vmstat.c12']);
+    expect(g.map((x) => x.unit)).toEqual(['bytes', 'pct', 'count', 'count', 'count']);
+    expect(kernelUnit('kernel.meminfo.HugePages_Total')).toBe('count');
+    expect(kernelUnit('kernel.stat.cpu1.iowait')).toBe('pct');
   });
 });

@@ -20,6 +20,8 @@ export interface Sample {
   gpus?: { name: string; util: number; memUsed: number; memTotal: number; tempC?: number; powerW?: number }[];
   containers?: { name: string; image: string; state: string; cpu: number; memBytes: number; netRxBps: number; netTxBps: number }[];
   dockerSize?: number;
+  /** Kernel statistics by name (`vmstat.pgfault`, `psi.io.some.avg10`, ...). */
+  kernel?: Record<string, number>;
 }
 
 export function pctOf(used: number, total: number): number | null {
@@ -109,6 +111,44 @@ export function groupSeries(names: string[]): Group[] {
     return i < 0 ? RULES.length : i;
   };
   return order.sort((a, b) => rank(a) - rank(b) || a.localeCompare(b)).map((k) => groups.get(k)!);
+}
+
+/** What the History tab asks for: every series but the kernel statistics (the Kernel tab's). */
+export const HISTORY_SERIES = 'cpu*,mem*,swap*,load*,disk*,net*,temp*,gpu*,container*,docker*,procs,uptime';
+
+/** The agent's kernel statistics sources, in the order the Kernel tab offers them. */
+export const KERNEL_SOURCES = ['psi', 'stat', 'vmstat', 'meminfo', 'netstat', 'snmp', 'sockstat', 'softirq', 'fs'] as const;
+
+/** The unit of a `kernel.*` series: meminfo in bytes, pressure and CPU modes in percent. */
+export function kernelUnit(name: string): Unit {
+  const n = name.replace(/^kernel\./, '');
+  if (/^meminfo\./.test(n)) return /HugePages_/.test(n) ? 'count' : 'bytes';
+  if (/^psi\./.test(n) || /^stat\.cpu\d*\./.test(n)) return 'pct';
+  return 'count';
+}
+
+/**
+ * Groups `kernel.*` series into charts: series sharing everything but their last name part
+ * (`kernel.psi.io.some`, `kernel.snmp.Tcp`) share a chart, at most `perChart` lines each.
+ */
+export function kernelGroups(names: string[], perChart = 6): Group[] {
+  const byParent = new Map<string, string[]>();
+  for (const name of [...names].sort(naturalCompare)) {
+    const parent = name.slice(0, Math.max(0, name.lastIndexOf('.'))) || name;
+    const list = byParent.get(parent) ?? [];
+    list.push(name);
+    byParent.set(parent, list);
+  }
+  const out: Group[] = [];
+  for (const [parent, list] of byParent) {
+    const chunks = Math.ceil(list.length / perChart);
+    for (let i = 0; i < chunks; i++) {
+      const series = list.slice(i * perChart, (i + 1) * perChart);
+      const title = parent.replace(/^kernel\./, '') + (chunks > 1 ? ` (${i + 1}/${chunks})` : '');
+      out.push({ key: `${parent}#${i}`, title, unit: kernelUnit(series[0]), series });
+    }
+  }
+  return out;
 }
 
 /** Compares strings with embedded numbers in numeric order (`core[2]` before `core[10]`). */

@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # Measures vitals-agent at a 1 s interval with the peers' harness (../shared/peers), beside
-# node_exporter and collectd, on this machine. Nothing is installed or enabled as a service:
+# node_exporter, netdata, collectd and glances, on this machine. Nothing is installed or enabled as a service:
 # every program is started by the harness under `timeout`, on 127.0.0.1, and stopped by PID.
 #
 # Prerequisites (Debian 12, root; see shared/peers/README.md):
-#   apt-get install -y --no-install-recommends prometheus-node-exporter collectd curl
+#   apt-get install -y --no-install-recommends prometheus-node-exporter netdata collectd glances \
+#       python3-bottle curl
 #   cargo build -p vitals-agent --profile agent        # the shipped binary
 #   cargo build -p vitals-agent --example bench_hub    # a stand-in hub that acks and counts
 #
-# Usage: REPS=3 crates/vitals-agent/bench/run_bench.sh [agent] [node_exporter] [collectd]
+# Usage: REPS=3 crates/vitals-agent/bench/run_bench.sh [agent] [node_exporter] [netdata] [collectd]
+#        [glances_stdout] [glances_web]   (default: all of them)
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 ROOT="$(cd "$HERE/../../.." && pwd)"
@@ -23,7 +25,7 @@ RESULTS=${RESULTS:-$HERE/results}
 WORK=${BENCH_TMP:-/tmp/vitals-agent-bench}
 PORT=${HUB_PORT:-18080}
 mkdir -p "$RESULTS" "$WORK"
-SEL=("$@"); [ ${#SEL[@]} -gt 0 ] || SEL=(agent node_exporter collectd)
+SEL=("$@"); [ ${#SEL[@]} -gt 0 ] || SEL=(agent node_exporter netdata collectd glances_stdout glances_web)
 
 # The stand-in hub runs for the whole benchmark (bounded by timeout), outside the measured tree.
 timeout -k 5 3600 "$HUB" "127.0.0.1:$PORT" > "$WORK/hub.out" 2> "$WORK/hub.err" &

@@ -167,7 +167,9 @@ pub async fn run<S: Source>(
     // A tick delayed by a stall (or a suspended machine) is taken once, not replayed in a
     // burst of identical readings.
     sample_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut state_tick = tokio::time::interval(Duration::from_secs(5).min(l.opts.state_every));
+    // Changes of system info and interfaces are looked for every 10 s (a check reads a dozen
+    // files and asks the kernel for addresses: not worth doing every second).
+    let mut state_tick = tokio::time::interval(Duration::from_secs(10).min(l.opts.state_every));
     state_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     tokio::pin!(shutdown);
 
@@ -537,6 +539,7 @@ mod tests {
             gpus: vec![],
             containers: vec![],
             docker_size: None,
+            kernel: Default::default(),
         };
         let r = Record::from_sample(&s).expect("json");
         let text = batch_text(9, &[r.clone(), r]);

@@ -51,6 +51,9 @@ pub struct FileConfig {
     /// Read NVIDIA GPUs (default true).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gpu: Option<bool>,
+    /// Read kernel statistics: vmstat, meminfo, SNMP/netstat, pressure, softirqs (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel_stats: Option<bool>,
     /// Self-update.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub update: Option<UpdateFile>,
@@ -83,6 +86,7 @@ pub struct Config {
     pub spool_max_age: Duration,
     pub docker: bool,
     pub gpu: bool,
+    pub kernel_stats: bool,
     pub update_enabled: bool,
     pub update_url: String,
     pub update_every: Duration,
@@ -273,6 +277,7 @@ pub fn load(path: &Path, o: &Overrides, need_token: bool) -> Result<Config, Conf
         spool_max_age: Duration::from_secs_f64(spool_days * 86_400.0),
         docker: f.docker.unwrap_or(true),
         gpu: f.gpu.unwrap_or(true),
+        kernel_stats: f.kernel_stats.unwrap_or(true),
         update_enabled: upd.enabled.unwrap_or(true),
         update_url,
         update_every: Duration::from_secs_f64(update_hours * 3600.0),

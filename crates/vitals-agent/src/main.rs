@@ -210,6 +210,7 @@ fn collector(c: Option<&Config>) -> Collector {
         Options {
             docker: c.is_none_or(|c| c.docker),
             gpu: c.is_none_or(|c| c.gpu),
+            kernel: c.is_none_or(|c| c.kernel_stats),
             ..Options::default()
         },
     )

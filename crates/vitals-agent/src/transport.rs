@@ -212,8 +212,13 @@ async fn run_ws(
                 }
             }
             _ = ping.tick() => {
-                if last_rx.elapsed() > silence {
+                let quiet = last_rx.elapsed();
+                if quiet > silence {
                     return Closed::Error(format!("no answer from the hub for {silence:?} (ping timeout)"));
+                }
+                // Acks every interval already prove the hub alive: ping only a quiet hub.
+                if quiet < cfg.interval {
+                    continue;
                 }
                 if let Err(e) = sink.send(Message::Ping(Vec::new().into())).await {
                     return Closed::Error(format!("ping: {e}"));

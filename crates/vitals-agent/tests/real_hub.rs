@@ -221,3 +221,77 @@ async fn http_fallback_against_the_real_hub() {
     assert!(sp.is_empty(), "every batch acknowledged over HTTP");
     hub.stop().await;
 }
+
+/// The real collectors through the real hub: every kernel statistic arrives as its own series
+/// (`kernel.*`), and a stored gauge equals an independent read of `/proc`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_collectors_reach_the_store_as_series() {
+    common::init_logs();
+    if std::fs::metadata("/proc/vmstat").is_err() {
+        eprintln!("skipped: no /proc/vmstat on this machine");
+        return;
+    }
+    let hub = TestHub::start().await;
+    let spool = tempfile::tempdir().expect("tempdir");
+    let (device_id, token) = pair(&hub).await;
+    let col = vitals_agent::Collector::with_options(
+        HOST.into(),
+        vitals_agent::collect::Options {
+            docker: false,
+            gpu: false,
+            ..Default::default()
+        },
+    );
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let agent = tokio::spawn(agent::run(
+        col,
+        options(&hub.url, &token, spool.path(), 200),
+        async {
+            let _ = stop_rx.await;
+        },
+    ));
+    let store = hub.store();
+    let dev = store
+        .device(&device_id)
+        .await
+        .expect("store")
+        .expect("device");
+    let mut frame = None;
+    for _ in 0..100 {
+        let f = store
+            .samples(dev.seq, 0, i64::MAX, &vitals_store::SeriesFilter::all())
+            .await
+            .expect("samples");
+        if f.ts.len() >= 3 {
+            frame = Some(f);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = stop_tx.send(());
+    agent.await.expect("task").expect("clean stop");
+    let frame = frame.expect("three samples stored");
+    let kernel: Vec<&String> = frame
+        .series
+        .keys()
+        .filter(|k| k.starts_with("kernel."))
+        .collect();
+    assert!(
+        kernel.len() > 300,
+        "{} kernel series stored: {kernel:?}",
+        kernel.len()
+    );
+    assert!(frame.series.len() > 340, "{} series", frame.series.len());
+    let total_kb: f64 = std::fs::read_to_string("/proc/meminfo")
+        .expect("meminfo")
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|r| r.split_ascii_whitespace().next()?.parse().ok())
+        .expect("MemTotal");
+    let stored = &frame.series["kernel.meminfo.MemTotal"];
+    assert!(
+        stored.iter().all(|v| *v == total_kb * 1024.0),
+        "{stored:?} vs {total_kb} kB"
+    );
+    hub.stop().await;
+}

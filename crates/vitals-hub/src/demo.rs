@@ -120,6 +120,7 @@ impl SimHost {
             gpus: vec![],
             containers: vec![],
             docker_size: None,
+            kernel: Default::default(),
         }
     }
 }

@@ -13,6 +13,10 @@ pub const MAX_DISKS: usize = 256;
 pub const MAX_INTERFACES: usize = 256;
 /// Most temperature sensors, GPUs or containers in one sample.
 pub const MAX_SMALL_LISTS: usize = 256;
+/// Most kernel statistics (`kernel` map entries) in one sample.
+pub const MAX_KERNEL_STATS: usize = 4096;
+/// Longest kernel statistic name in bytes.
+pub const MAX_KERNEL_NAME_BYTES: usize = 96;
 /// Longest name (disk, interface, sensor, container) in bytes.
 pub const MAX_NAME_BYTES: usize = 256;
 /// Longest host id in bytes.

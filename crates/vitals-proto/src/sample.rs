@@ -6,6 +6,9 @@
 //! `ts` is accepted as an RFC 3339 string (seed 000) or as Unix milliseconds, and is always
 //! sent back as Unix milliseconds.
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
 use serde::{Deserialize, Deserializer, Serialize};
 
 /// One reading of a host, as sent by an agent.
@@ -43,6 +46,10 @@ pub struct MetricSample {
     /// Size of the Docker data directory in bytes (seed 003's `docker_sz`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub docker_size: Option<f64>,
+    /// Kernel statistics by name (`vmstat.pgfault`, `psi.io.some.avg10`, ...): counters as
+    /// per-second rates, gauges as read. Names are ASCII letters, digits, `_` and `.`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub kernel: BTreeMap<Arc<str>, f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]

@@ -2,7 +2,8 @@
 //!
 //! Names are stable and readable: `cpu`, `cpu.user`, `cpu.core[3]`, `mem.used`, `mem.pct`,
 //! `disk[/var].pct`, `diskio[sda].read_bps`, `net.rx_bps`, `net[eth0].rx_bps`, `gpu[0].util`,
-//! `temp[coretemp].celsius`, `container[web].cpu`, `load.1`, `uptime`, `procs`, `docker.size`.
+//! `temp[coretemp].celsius`, `container[web].cpu`, `load.1`, `uptime`, `procs`, `docker.size`,
+//! `kernel.vmstat.pgfault` (every entry of the sample's `kernel` map, prefixed).
 //! A name inside brackets is the agent's own name for the thing, unchanged.
 
 use crate::sample::MetricSample;
@@ -139,6 +140,11 @@ pub fn for_each_series(s: &MetricSample, mut f: impl FnMut(&str, f64)) {
     }
     put("uptime", s.uptime_sec);
     put("procs", s.proc_count);
+    for (k, v) in &s.kernel {
+        name.clear();
+        push_parts(&mut name, &["kernel.", &**k]);
+        put(&name, *v);
+    }
 }
 
 /// Flattens a sample for storage: its series names joined by newlines into `names` (the
@@ -231,6 +237,10 @@ fn set(s: &mut MetricSample, name: &str, v: f64) -> bool {
         "uptime" => s.uptime_sec = v,
         "procs" => s.proc_count = v,
         "mem.pct" | "swap.pct" | "disk.pct" => {}
+        _ if name.starts_with("kernel.") => {
+            s.kernel
+                .insert(std::sync::Arc::from(&name["kernel.".len()..]), v);
+        }
         _ if name.starts_with("cpu.core[") && name.ends_with(']') => {
             let Ok(i) = name["cpu.core[".len()..name.len() - 1].parse::<usize>() else {
                 return false;
@@ -499,6 +509,7 @@ mod tests {
             gpus: vec![],
             containers: vec![],
             docker_size: None,
+            kernel: Default::default(),
         };
         let f = flatten(&s);
         let get = |n: &str| f.iter().find(|(k, _)| k == n).map(|(_, v)| *v);
@@ -597,6 +608,7 @@ mod tests {
                 net_tx_bps: 4.0,
             }],
             docker_size: Some(9.0),
+            kernel: [(std::sync::Arc::from("vmstat.pgfault"), 12.5)].into(),
         };
         let flat = flatten(&s);
         let (back, unknown) = unflatten(s.ts, "h", &flat);

@@ -208,6 +208,24 @@ pub fn validate_sample(s: &MetricSample, w: Window) -> Result<(), ValidationErro
     if let Some(d) = s.docker_size {
         non_negative("dockerSize", d)?;
     }
+    if s.kernel.len() > MAX_KERNEL_STATS {
+        return Err(ValidationError::new(
+            TooManyItems,
+            format!(
+                "{} kernel statistics; at most {MAX_KERNEL_STATS} are accepted",
+                s.kernel.len()
+            ),
+        ));
+    }
+    for (k, v) in &s.kernel {
+        kernel_name(k)?;
+        if !(v.is_finite() && *v >= 0.0) {
+            return Err(ValidationError::new(
+                OutOfRange,
+                format!("kernel.{k} = {v} must be a finite number >= 0"),
+            ));
+        }
+    }
     non_negative("uptimeSec", s.uptime_sec)?;
     non_negative("procCount", s.proc_count)?;
     Ok(())
@@ -262,6 +280,26 @@ fn used_total(field: &str, used: f64, total: f64) -> Result<(), ValidationError>
     Ok(())
 }
 
+/// A kernel statistic name: 1..=96 bytes of ASCII letters, digits, `_` and `.`.
+fn kernel_name(n: &str) -> Result<(), ValidationError> {
+    if n.is_empty() || n.len() > MAX_KERNEL_NAME_BYTES {
+        return Err(ValidationError::new(
+            ErrorCode::NameTooLong,
+            format!("kernel statistic names must be 1..={MAX_KERNEL_NAME_BYTES} bytes"),
+        ));
+    }
+    if !n
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
+    {
+        return Err(ValidationError::new(
+            ErrorCode::InvalidName,
+            format!("kernel statistic {n:?} may hold only ASCII letters, digits, '_' and '.'"),
+        ));
+    }
+    Ok(())
+}
+
 fn name(field: &str, n: &str) -> Result<(), ValidationError> {
     if n.is_empty() || n.len() > MAX_NAME_BYTES {
         return Err(ValidationError::new(
@@ -311,6 +349,7 @@ mod tests {
             gpus: vec![],
             containers: vec![],
             docker_size: None,
+            kernel: Default::default(),
         }
     }
 
@@ -349,6 +388,32 @@ mod tests {
                         };
                         257
                     ]
+                }),
+            ),
+            (
+                ErrorCode::TooManyItems,
+                Box::new(|s| {
+                    s.kernel = (0..=MAX_KERNEL_STATS)
+                        .map(|i| (format!("k{i}").into(), 1.0))
+                        .collect()
+                }),
+            ),
+            (
+                ErrorCode::InvalidName,
+                Box::new(|s| {
+                    s.kernel.insert("meminfo.Active(anon)".into(), 1.0);
+                }),
+            ),
+            (
+                ErrorCode::NameTooLong,
+                Box::new(|s| {
+                    s.kernel.insert("k".repeat(97).into(), 1.0);
+                }),
+            ),
+            (
+                ErrorCode::OutOfRange,
+                Box::new(|s| {
+                    s.kernel.insert("vmstat.pgfault".into(), -1.0);
                 }),
             ),
         ];

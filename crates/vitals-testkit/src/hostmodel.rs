@@ -140,6 +140,7 @@ impl HostModel {
             gpus: vec![],
             containers: vec![],
             docker_size: None,
+            kernel: Default::default(),
         }
     }
 }

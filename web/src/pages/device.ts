@@ -8,11 +8,11 @@ import type { App } from '../app';
 import { Gauge, TimeChart } from '../charts';
 import { h, setText, table } from '../dom';
 import { ago, bytes, dateTime, duration, pct, rate, status, toLocalInput, value as fmt } from '../format';
-import { columns, groupSeries, pctOf, pushWindow, rangeOf, RANGES, sampleTs, unitOf, type MetricsResponse, type Range, type Sample } from '../shape';
+import { columns, groupSeries, HISTORY_SERIES, KERNEL_SOURCES, kernelGroups, pctOf, pushWindow, rangeOf, RANGES, sampleTs, unitOf, type MetricsResponse, type Range, type Sample } from '../shape';
 
-const TABS = ['live', 'history', 'stats', 'processes', 'system', 'docker'] as const;
+const TABS = ['live', 'history', 'stats', 'kernel', 'processes', 'system', 'docker'] as const;
 type Tab = (typeof TABS)[number];
-const TAB_NAMES: Record<Tab, string> = { live: 'Live', history: 'History', stats: 'Stats', processes: 'Processes', system: 'System', docker: 'Docker' };
+const TAB_NAMES: Record<Tab, string> = { live: 'Live', history: 'History', stats: 'Stats', kernel: 'Kernel', processes: 'Processes', system: 'System', docker: 'Docker' };
 
 interface Ctx {
   app: App;
@@ -70,7 +70,7 @@ export function devicePage(root: HTMLElement, app: App, params: URLSearchParams,
     for (const b of tabs.querySelectorAll('a')) b.setAttribute('aria-selected', String(b.dataset.tab === tab));
     if (!ctx) return;
     body.dataset.tab = tab;
-    tabCleanup = { live: liveTab, history: historyTab, stats: statsTab, processes: processesTab, system: systemTab, docker: dockerTab }[tab](body, ctx);
+    tabCleanup = { live: liveTab, history: historyTab, stats: statsTab, kernel: kernelTab, processes: processesTab, system: systemTab, docker: dockerTab }[tab](body, ctx);
   }
 
   for (const t of TABS) {
@@ -303,12 +303,55 @@ function setCustom(ctx: Ctx, from: number, to: number): void {
 // ---------------------------------------------------------------- History
 
 function historyTab(root: HTMLElement, ctx: Ctx): () => void {
+  return chartsTab(root, ctx, () => HISTORY_SERIES, groupSeries);
+}
+
+/** Most kernel charts drawn at once; a narrower prefix shows the rest. */
+const MAX_KERNEL_CHARTS = 40;
+
+/** The agent's kernel statistics (`kernel.*`), one source or prefix at a time. */
+function kernelTab(root: HTMLElement, ctx: Ctx): () => void {
+  const params = new URLSearchParams(location.search);
+  const prefixIn = h('input', { type: 'search', placeholder: 'Prefix, e.g. psi.io or netstat.TcpExt.TCPTimeouts', 'aria-label': 'Kernel series prefix', value: params.get('kq') ?? 'psi' });
+  const sources = h('div', { class: 'toolbar', role: 'group', 'aria-label': 'Kernel sources' });
+  for (const s of KERNEL_SOURCES) {
+    const b = h('button', { type: 'button', class: 'ghost', 'data-source': s }, s);
+    b.addEventListener('click', () => {
+      prefixIn.value = s;
+      prefixIn.dispatchEvent(new Event('change'));
+    });
+    sources.append(b);
+  }
+  const intro = h('p', { class: 'muted hint' }, 'Counters are per-second rates, gauges as the kernel reports them; lines sharing a name prefix share a chart.');
+  root.append(sources, h('div', { class: 'toolbar' }, prefixIn), intro);
+  const cleanup = chartsTab(
+    root,
+    ctx,
+    () => `kernel.${prefixIn.value.trim().replace(/[^A-Za-z0-9_.]/g, '')}*`,
+    (names) => kernelGroups(names).slice(0, MAX_KERNEL_CHARTS),
+    (reload) =>
+      prefixIn.addEventListener('change', () => {
+        ctx.setParam('kq', prefixIn.value.trim() || null);
+        reload();
+      }),
+  );
+  return cleanup;
+}
+
+function chartsTab(
+  root: HTMLElement,
+  ctx: Ctx,
+  series: () => string,
+  group: (names: string[]) => ReturnType<typeof groupSeries>,
+  hook?: (reload: () => void) => void,
+): () => void {
   const status = h('p', { class: 'muted', 'aria-live': 'polite' });
   const chartsEl = h('div', { class: 'charts' });
   let charts: TimeChart[] = [];
   let gen = 0;
   const bar = rangeBar(ctx, () => void load());
   root.append(bar, h('p', { class: 'muted hint' }, 'Drag across a chart to zoom in; the cursor is linked across charts.'), status, chartsEl);
+  hook?.(() => void load());
 
   async function load(): Promise<void> {
     const my = ++gen;
@@ -316,11 +359,11 @@ function historyTab(root: HTMLElement, ctx: Ctx): () => void {
     setText(status, 'Loading…');
     const points = Math.max(100, Math.min(2000, Math.round(chartsEl.clientWidth || 1000)));
     try {
-      const res = await api<MetricsResponse>('GET', `/metrics/${encodeURIComponent(ctx.id)}?from=${Math.round(r.from)}&to=${Math.round(r.to)}&points=${points}`);
+      const res = await api<MetricsResponse>('GET', `/metrics/${encodeURIComponent(ctx.id)}?from=${Math.round(r.from)}&to=${Math.round(r.to)}&points=${points}&series=${encodeURIComponent(series())}`);
       if (my !== gen) return;
       for (const c of charts) c.destroy();
       charts = [];
-      const groups = groupSeries(Object.keys(res.series));
+      const groups = group(Object.keys(res.series));
       for (const g of groups) {
         const c = new TimeChart(
           {

@@ -146,7 +146,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", required=True)
     ap.add_argument("--skip-vm", action="store_true")
-    ap.add_argument("--ceiling", default="10,20,40,60,80,100,140")
+    ap.add_argument("--ceiling", default="10,20,40,60,80,100,140",
+                    help="samples per batch of the ceiling steps; empty to skip them")
     ap.add_argument("--measure", type=int, default=60)
     a = ap.parse_args()
     binary = os.path.join(ROOT, "target", "release", "vitals-hub")
@@ -163,7 +164,7 @@ def main():
             r = loadgen(lg, tok, hub.pid, 1000, 1, 10, a.measure, "rt")
             res["vitals_1000x1hz"] = r
             res["vitals_ceiling"] = []
-            for k in [int(x) for x in a.ceiling.split(",")]:
+            for k in [int(x) for x in a.ceiling.split(",") if x]:
                 r = loadgen(lg, tok, hub.pid, 1000, k, 5, 20, f"c{k}")
                 res["vitals_ceiling"].append(r)
                 print(json.dumps(r), flush=True)

@@ -290,7 +290,9 @@ try {
     const to = t0 + 119_500;
     await page.goto(`${base}/devices/${agent.deviceId}?tab=stats&from=${from}&to=${to}`);
     await page.waitForSelector('table.stats tbody tr');
-    const api = await page.evaluate(async ([id, f, t]) => (await fetch(`/api/stats/${id}?from=${f}&to=${t}`)).json(), [agent.deviceId, from, to]);
+    const series = 'cpu*,mem*,swap*,load*,disk*,net*,temp*,gpu*,container*,docker*,procs,uptime';
+    const api = await page.evaluate(async ([id, f, t, s]) => (await fetch(`/api/stats/${id}?from=${f}&to=${t}&series=${encodeURIComponent(s)}`)).json(), [agent.deviceId, from, to, series]);
+    assert(!Object.keys(api.series).some((n) => n.startsWith('kernel.')) && Object.keys(api.series).length > 20, 'the stats tab lists the headline series');
     const rows = await page.$$eval('table.stats tbody tr', (trs) =>
       trs.map((tr) => ({ series: tr.dataset.series, cells: Object.fromEntries([...tr.querySelectorAll('td')].map((td) => [td.dataset.field, Number(td.dataset.raw)])) })),
     );

@@ -87,6 +87,11 @@ describe('shape', () => {
     expect(g[4].series).toEqual(['kernel.vmstat.c12']);
     expect(g.map((x) => x.unit)).toEqual(['bytes', 'pct', 'count', 'count', 'count']);
     expect(kernelUnit('kernel.meminfo.HugePages_Total')).toBe('count');
+    const mem = kernelGroups(['kernel.meminfo.Cached', 'kernel.meminfo.HugePages_Total', 'kernel.meminfo.MemFree']);
+    expect(mem.map((x) => [x.key, x.unit, x.series.length])).toEqual([
+      ['kernel.meminfo#0', 'bytes', 2],
+      ['kernel.meminfo#1.0', 'count', 1],
+    ]);
     expect(kernelUnit('kernel.stat.cpu1.iowait')).toBe('pct');
   });
 });

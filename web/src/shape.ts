@@ -132,20 +132,26 @@ export function kernelUnit(name: string): Unit {
  * (`kernel.psi.io.some`, `kernel.snmp.Tcp`) share a chart, at most `perChart` lines each.
  */
 export function kernelGroups(names: string[], perChart = 6): Group[] {
+  // Charts share a parent name and a unit (meminfo's HugePages_* counts beside its bytes).
   const byParent = new Map<string, string[]>();
   for (const name of [...names].sort(naturalCompare)) {
     const parent = name.slice(0, Math.max(0, name.lastIndexOf('.'))) || name;
-    const list = byParent.get(parent) ?? [];
+    const k = `${parent}\u0000${kernelUnit(name)}`;
+    const list = byParent.get(k) ?? [];
     list.push(name);
-    byParent.set(parent, list);
+    byParent.set(k, list);
   }
   const out: Group[] = [];
-  for (const [parent, list] of byParent) {
+  const seen = new Map<string, number>();
+  for (const [k, list] of byParent) {
+    const parent = k.slice(0, k.indexOf('\u0000'));
+    const nth = seen.get(parent) ?? 0;
+    seen.set(parent, nth + 1);
     const chunks = Math.ceil(list.length / perChart);
     for (let i = 0; i < chunks; i++) {
       const series = list.slice(i * perChart, (i + 1) * perChart);
       const title = parent.replace(/^kernel\./, '') + (chunks > 1 ? ` (${i + 1}/${chunks})` : '');
-      out.push({ key: `${parent}#${i}`, title, unit: kernelUnit(series[0]), series });
+      out.push({ key: `${parent}#${nth ? `${nth}.` : ''}${i}`, title, unit: kernelUnit(series[0]), series });
     }
   }
   return out;

@@ -327,7 +327,11 @@ function kernelTab(root: HTMLElement, ctx: Ctx): () => void {
   const cleanup = chartsTab(
     root,
     ctx,
-    () => `kernel.${prefixIn.value.trim().replace(/[^A-Za-z0-9_.]/g, '')}*`,
+    () => {
+      const p = prefixIn.value.trim().replace(/[^A-Za-z0-9_.]/g, '');
+      // An empty prefix would fetch every kernel series; a source is the widest view.
+      return `kernel.${p || 'psi'}*`;
+    },
     (names) => kernelGroups(names).slice(0, MAX_KERNEL_CHARTS),
     (reload) =>
       prefixIn.addEventListener('change', () => {
@@ -429,7 +433,7 @@ function statsTab(root: HTMLElement, ctx: Ctx): () => void {
     const r = currentRange(ctx);
     setText(status, 'Loading…');
     try {
-      const res = await api<StatsResponse>('GET', `/stats/${encodeURIComponent(ctx.id)}?from=${Math.round(r.from)}&to=${Math.round(r.to)}`);
+      const res = await api<StatsResponse>('GET', `/stats/${encodeURIComponent(ctx.id)}?from=${Math.round(r.from)}&to=${Math.round(r.to)}&series=${encodeURIComponent(HISTORY_SERIES)}`);
       if (my !== gen) return;
       const names = groupSeries(Object.keys(res.series)).flatMap((g) => g.series);
       const cell = (v: number, unit: ReturnType<typeof unitOf>, field: string) => h('td', { 'data-field': field, 'data-raw': String(v) }, fmt(v, unit));

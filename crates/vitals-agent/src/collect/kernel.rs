@@ -40,6 +40,8 @@ pub struct Reading {
     pub cpu_modes: Vec<CpuModes>,
     fill: [usize; 3],
     scratch: String,
+    /// When the reading was taken: rates divide by the time between two readings.
+    pub at: Option<std::time::Instant>,
 }
 
 /// One `cpu` line of `/proc/stat`.
@@ -163,6 +165,7 @@ impl Reading {
     /// skipped).
     pub fn refill(&mut self, mut read: impl FnMut(&str) -> Option<String>) {
         self.fill = [0; 3];
+        self.at = Some(std::time::Instant::now());
         for (path, parse) in SOURCES {
             if let Some(text) = read(path) {
                 parse(&text, self);
@@ -191,6 +194,22 @@ impl Reading {
     }
 }
 
+/// Whether a `/proc/vmstat` field is a gauge: the `nr_*` page counts, except the `nr_*` fields
+/// that count events (pages dirtied, written, ...), plus `workingset_nodes`.
+fn vmstat_is_gauge(name: &str) -> bool {
+    const NR_EVENTS: [&str; 7] = [
+        "nr_dirtied",
+        "nr_written",
+        "nr_throttled_written",
+        "nr_vmscan_write",
+        "nr_vmscan_immediate_reclaim",
+        "nr_foll_pin_acquired",
+        "nr_foll_pin_released",
+    ];
+    (name.starts_with("nr_") && !NR_EVENTS.contains(&name) && !name.starts_with("nr_tlb_"))
+        || name == "workingset_nodes"
+}
+
 /// `/proc/vmstat`: `name value` lines.
 pub fn parse_vmstat(text: &str, r: &mut Reading) {
     for l in text.lines() {
@@ -199,7 +218,7 @@ pub fn parse_vmstat(text: &str, r: &mut Reading) {
             continue;
         };
         let Ok(v) = v.parse::<u64>() else { continue };
-        if name.starts_with("nr_") {
+        if vmstat_is_gauge(name) {
             r.gauge(&["vmstat", name], v as f64);
         } else {
             r.counter(&["vmstat", name], v);
@@ -228,16 +247,21 @@ pub fn parse_meminfo(text: &str, r: &mut Reading) {
 
 /// Pairs of `Proto: Field Field ...` / `Proto: 1 2 ...` lines (`/proc/net/snmp`, `netstat`).
 fn parse_pairs(prefix: &str, text: &str, r: &mut Reading, gauge: impl Fn(&str, &str) -> bool) {
-    let mut lines = text.lines();
-    while let (Some(head), Some(vals)) = (lines.next(), lines.next()) {
-        let (Some((proto, names)), Some((proto2, values))) =
-            (head.split_once(':'), vals.split_once(':'))
+    let mut lines = text.lines().peekable();
+    while let Some(head) = lines.next() {
+        // A header and its values share the protocol name; a line without its partner is
+        // skipped alone, so the pairs after it still line up.
+        let Some((proto, names)) = head.split_once(':') else {
+            continue;
+        };
+        let Some((_, values)) = lines
+            .peek()
+            .and_then(|v| v.split_once(':'))
+            .filter(|(p, _)| *p == proto)
         else {
             continue;
         };
-        if proto != proto2 {
-            continue;
-        }
+        lines.next();
         for (n, v) in names
             .split_ascii_whitespace()
             .zip(values.split_ascii_whitespace())
@@ -375,8 +399,21 @@ pub fn parse_file_nr(text: &str, r: &mut Reading) {
     }
 }
 
+/// Per-CPU mode series are sent for at most this many CPUs (8 series each); bigger machines
+/// get the all-CPU modes only, so the map stays well within the hub's 4,096 entries.
+pub const MAX_CPUS_WITH_MODES: usize = 128;
+
+/// The rate divisor of two readings: the time between them, or `fallback` seconds when
+/// either has no time (readings built by hand in tests).
+pub fn elapsed(prev: &Reading, cur: &Reading, fallback: f64) -> f64 {
+    match (prev.at, cur.at) {
+        (Some(a), Some(b)) => b.saturating_duration_since(a).as_secs_f64(),
+        _ => fallback,
+    }
+}
+
 /// The map sent to the hub: gauges of `cur`, rates of its counters since `prev` over `secs`,
-/// CPU mode percentages. A counter missing from `prev` (new, or the first reading) is left
+/// CPU mode percentages. Never more than [`vitals_proto::limits::MAX_KERNEL_STATS`] entries. A counter missing from `prev` (new, or the first reading) is left
 /// out of this interval rather than reported as a burst. Names are shared with the readings,
 /// not copied.
 pub fn compute(prev: &Reading, cur: &Reading, secs: f64) -> BTreeMap<Arc<str>, f64> {
@@ -406,7 +443,11 @@ pub fn compute(prev: &Reading, cur: &Reading, secs: f64) -> BTreeMap<Arc<str>, f
         };
         out.insert(Arc::clone(name), value);
     }
+    let per_cpu = cur.cpu_modes.len() <= MAX_CPUS_WITH_MODES + 1;
     for m in &cur.cpu_modes {
+        if !per_cpu && &*m.cpu != "cpu" {
+            continue;
+        }
         let Some(before) = prev.cpu_modes.iter().find(|p| p.cpu == m.cpu) else {
             continue;
         };
@@ -421,6 +462,11 @@ pub fn compute(prev: &Reading, cur: &Reading, secs: f64) -> BTreeMap<Arc<str>, f
         for (k, dt) in m.keys.iter().zip(d) {
             out.insert(Arc::clone(k), (dt as f64 * 100.0 / all as f64).min(100.0));
         }
+    }
+    // A kernel with far more statistics than any seen so far: send what fits, never a
+    // sample the hub must refuse.
+    while out.len() > vitals_proto::limits::MAX_KERNEL_STATS {
+        out.pop_last();
     }
     out
 }
@@ -500,6 +546,74 @@ mod tests {
                 ("snmp.Tcp.ActiveOpens".into(), 40),
                 ("snmp.Udp.InDatagrams".into(), 7)
             ]
+        );
+    }
+
+    #[test]
+    fn vmstat_event_counters_named_nr_are_counters() {
+        let mut r = Reading::default();
+        parse_vmstat(
+            "nr_dirty 5\nnr_dirtied 100\nnr_tlb_remote_flush 3\nworkingset_nodes 7\n",
+            &mut r,
+        );
+        assert_eq!(
+            gauges(&r),
+            vec![
+                ("vmstat.nr_dirty".into(), 5.0),
+                ("vmstat.workingset_nodes".into(), 7.0)
+            ]
+        );
+        assert_eq!(
+            counters(&r),
+            vec![
+                ("vmstat.nr_dirtied".into(), 100),
+                ("vmstat.nr_tlb_remote_flush".into(), 3)
+            ]
+        );
+    }
+
+    #[test]
+    fn an_unpaired_snmp_line_does_not_shift_the_rest() {
+        let mut r = Reading::default();
+        parse_snmp(
+            "Ip: Forwarding\nStray: line\nTcp: ActiveOpens\nTcp: 4\nUdp: InErrors\nUdp: 2\n",
+            &mut r,
+        );
+        assert_eq!(
+            counters(&r),
+            vec![
+                ("snmp.Tcp.ActiveOpens".into(), 4),
+                ("snmp.Udp.InErrors".into(), 2)
+            ]
+        );
+    }
+
+    /// Huge machines send all-CPU modes only, and the map never passes the hub's limit.
+    #[test]
+    fn many_cpus_stay_within_the_hub_limit() {
+        let line = |i: usize, t: u64| format!("cpu{i} {t} 0 {t} {t} 0 0 0 0\n");
+        let text = |t: u64| -> String {
+            let mut s = format!("cpu {t} 0 {t} {t} 0 0 0 0\n");
+            for i in 0..1024 {
+                s.push_str(&line(i, t));
+            }
+            s
+        };
+        let (mut a, mut b) = (Reading::default(), Reading::default());
+        parse_stat(&text(10), &mut a);
+        parse_stat(&text(20), &mut b);
+        let m = compute(&a, &b, 1.0);
+        assert_eq!(m.len(), 8, "{:?}", m.keys().take(10).collect::<Vec<_>>());
+        assert!(m.contains_key("stat.cpu.user"));
+        let huge = Reading {
+            gauges: (0..5000)
+                .map(|i| (format!("g{i:05}").into(), 1.0))
+                .collect(),
+            ..Reading::default()
+        };
+        assert_eq!(
+            compute(&Reading::default(), &huge, 1.0).len(),
+            vitals_proto::limits::MAX_KERNEL_STATS
         );
     }
 

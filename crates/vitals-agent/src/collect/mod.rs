@@ -413,7 +413,7 @@ impl Collector {
         let spare = self.kernel_spare.take();
         let kernel_cur = self.read_kernel(spare, stat.as_deref().ok(), meminfo.as_deref().ok());
         let kernel = match (&self.kernel_prev, &kernel_cur) {
-            (Some(p), Some(c)) => kernel::compute(p, c, secs),
+            (Some(p), Some(c)) => kernel::compute(p, c, kernel::elapsed(p, c, secs)),
             _ => Default::default(),
         };
         self.kernel_spare = std::mem::replace(&mut self.kernel_prev, kernel_cur);

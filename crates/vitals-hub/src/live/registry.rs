@@ -157,7 +157,8 @@ impl Ctx {
     }
 }
 
-/// A sample flattened into its series.
+/// A sample flattened into its series (without `kernel.*`: live charts show the headline
+/// series, and a device's ~600 kernel statistics would multiply every window's memory).
 struct Flat {
     ts: i64,
     values: Vec<(Box<str>, f64)>,
@@ -165,7 +166,11 @@ struct Flat {
 
 fn flatten(s: &MetricSample) -> Flat {
     let mut values = Vec::with_capacity(32);
-    vitals_proto::series::for_each_series(s, |n, v| values.push((Box::from(n), v)));
+    vitals_proto::series::for_each_series(s, |n, v| {
+        if !n.starts_with("kernel.") {
+            values.push((Box::from(n), v))
+        }
+    });
     Flat { ts: s.ts, values }
 }
 

@@ -282,6 +282,7 @@ try {
     await page.click('button[data-source=vmstat]');
     await page.waitForSelector('.chart[data-group="kernel.vmstat#0"]');
     assert(new URL(page.url()).searchParams.get('kq') === 'vmstat', 'the prefix is kept in the address');
+    await snap(page, 'device-kernel');
     await accessible(page, 'kernel tab');
   });
 

@@ -81,7 +81,7 @@ describe('shape', () => {
   it('groups kernel statistics by parent name, a few lines per chart, with units', () => {
     const vm = Array.from({ length: 13 }, (_, i) => `kernel.vmstat.c${i}`);
     const g = kernelGroups(['kernel.psi.io.some.avg10', 'kernel.psi.io.some.stall_pct', 'kernel.meminfo.Cached', ...vm], 6);
-    expect(g.map((x) => x.title)).toEqual(['meminfo', 'psi.io.some', 'vmstat (1/3)', 'vmstat (2/3)', 'vmstat (3/3)']);
+    expect(g.map((x) => x.title)).toEqual(['meminfo.Cached', 'psi.io.some', 'vmstat (1/3)', 'vmstat (2/3)', 'vmstat.c12']);
     expect(g[1].series).toEqual(['kernel.psi.io.some.avg10', 'kernel.psi.io.some.stall_pct']);
     expect(g[2].series).toEqual(['kernel.vmstat.c0', 'kernel.vmstat.c1', 'kernel.vmstat.c2', 'kernel.vmstat.c3', 'kernel.vmstat.c4', 'kernel.vmstat.c5']);
     expect(g[4].series).toEqual(['kernel.vmstat.c12']);

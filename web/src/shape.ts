@@ -150,7 +150,9 @@ export function kernelGroups(names: string[], perChart = 6): Group[] {
     const chunks = Math.ceil(list.length / perChart);
     for (let i = 0; i < chunks; i++) {
       const series = list.slice(i * perChart, (i + 1) * perChart);
-      const title = parent.replace(/^kernel\./, '') + (chunks > 1 ? ` (${i + 1}/${chunks})` : '');
+      // A chart of one line has no legend: its title names the series.
+      const title =
+        series.length === 1 ? series[0].replace(/^kernel\./, '') : parent.replace(/^kernel\./, '') + (chunks > 1 ? ` (${i + 1}/${chunks})` : '');
       out.push({ key: `${parent}#${nth ? `${nth}.` : ''}${i}`, title, unit: kernelUnit(series[0]), series });
     }
   }

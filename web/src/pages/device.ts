@@ -393,7 +393,7 @@ function chartsTab(
         status,
         n === 0
           ? 'No data in this range.'
-          : `${dateTime(r.from)} to ${dateTime(r.to)} · ${n} points${res.stepMs > 1000 ? `, each the average of ${duration(res.stepMs / 1000)}` : ''} · ${groups.length} charts`,
+          : `${dateTime(r.from)} to ${dateTime(r.to)} · ${n} points${res.stepMs > 1000 ? `, each the average of ${duration(res.stepMs / 1000)}` : ''} · ${groups.length} chart${groups.length === 1 ? '' : 's'}`,
       );
       root.dataset.loaded = String(Date.now());
     } catch (e) {

@@ -26,6 +26,7 @@
 //! the map that is sent. The collector keeps two readings and refills the older one each
 //! interval ([`Reading::refill`]), so steady state allocates only the map's nodes.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -162,8 +163,8 @@ impl Reading {
     }
 
     /// Refills the reading from every source that `read` returns text for (missing files are
-    /// skipped).
-    pub fn refill(&mut self, mut read: impl FnMut(&str) -> Option<String>) {
+    /// skipped). Text the caller already holds is lent, not copied.
+    pub fn refill<'t>(&mut self, mut read: impl FnMut(&str) -> Option<Cow<'t, str>>) {
         self.fill = [0; 3];
         self.at = Some(std::time::Instant::now());
         for (path, parse) in SOURCES {
@@ -177,19 +178,9 @@ impl Reading {
     }
 
     /// A new reading of every source.
-    pub fn read(read: impl FnMut(&str) -> Option<String>) -> Reading {
+    pub fn read(mut read: impl FnMut(&str) -> Option<String>) -> Reading {
         let mut r = Reading::default();
-        r.refill(read);
-        r
-    }
-
-    /// Parses one text with one parser (for tests and tools).
-    pub fn parse(parser: Parser, text: &str) -> Reading {
-        let mut r = Reading::default();
-        parser(text, &mut r);
-        r.gauges.truncate(r.fill[0]);
-        r.counters.truncate(r.fill[1]);
-        r.cpu_modes.truncate(r.fill[2]);
+        r.refill(|p| read(p).map(Cow::Owned));
         r
     }
 }
@@ -638,15 +629,15 @@ mod tests {
     #[test]
     fn refill_reuses_names_and_follows_changes() {
         let mut r = Reading::default();
-        r.refill(|p| (p == "proc/vmstat").then(|| "nr_a 1\npgfault 5\npgmajfault 1\n".to_string()));
+        r.refill(|p| (p == "proc/vmstat").then(|| "nr_a 1\npgfault 5\npgmajfault 1\n".into()));
         let before = Arc::clone(&r.counters[0].0);
-        r.refill(|p| (p == "proc/vmstat").then(|| "nr_a 2\npgfault 9\n".to_string()));
+        r.refill(|p| (p == "proc/vmstat").then(|| "nr_a 2\npgfault 9\n".into()));
         assert!(
             Arc::ptr_eq(&before, &r.counters[0].0),
             "the same name is not allocated again"
         );
         assert_eq!(counters(&r), vec![("vmstat.pgfault".into(), 9)]);
-        r.refill(|p| (p == "proc/vmstat").then(|| "nr_a 2\nnew_one 1\npgfault 10\n".to_string()));
+        r.refill(|p| (p == "proc/vmstat").then(|| "nr_a 2\nnew_one 1\npgfault 10\n".into()));
         assert_eq!(
             counters(&r),
             vec![("vmstat.new_one".into(), 1), ("vmstat.pgfault".into(), 10)]

@@ -30,6 +30,7 @@ pub mod sysinfo;
 pub mod system;
 pub mod temps;
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -274,8 +275,8 @@ impl Collector {
         }
         let mut r = into.unwrap_or_default();
         r.refill(|p| match (p, stat, meminfo) {
-            ("proc/stat", Some(t), _) | ("proc/meminfo", _, Some(t)) => Some(t.to_string()),
-            _ => self.read(p).ok(),
+            ("proc/stat", Some(t), _) | ("proc/meminfo", _, Some(t)) => Some(Cow::Borrowed(t)),
+            _ => self.read(p).ok().map(Cow::Owned),
         });
         Some(r)
     }

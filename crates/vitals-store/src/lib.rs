@@ -206,6 +206,32 @@ pub trait Store: Send + Sync + 'static {
     /// Gives up to `max_pages` free pages back to the file system (after retention);
     /// returns how many free pages are left.
     async fn reclaim_space(&self, max_pages: i64) -> Result<u64>;
+    // ---- replicas --------------------------------------------------------------------------
+    /// Whether several hubs may share this store (PostgreSQL). A hub whose store is not
+    /// shared keeps its rate limits in memory and runs singleton work without asking.
+    fn shared(&self) -> bool {
+        false
+    }
+    /// Tries to take, or confirms this store still holds, the lease on the singleton work
+    /// `name` (alert evaluation, retention, rollups). True while this store holds it; false
+    /// while another hub does. A lease ends when its holder's process or connection dies.
+    /// A store only one hub uses always holds every lease.
+    async fn try_lease(&self, name: &str) -> Result<bool>;
+    /// Takes `cost` tokens from the token bucket `key` (refilled at `rate_per_sec` up to
+    /// `burst`, full when new) at time `now` (ms): `None` when taken, or `Some(ms)` to wait
+    /// until enough tokens are there (nothing taken). A cost of 0 only looks. Shared by every
+    /// hub on the store, so a client gets the same limit whichever replica it reaches.
+    async fn rate_take(
+        &self,
+        key: &str,
+        rate_per_sec: f64,
+        burst: f64,
+        cost: f64,
+        now: i64,
+    ) -> Result<Option<i64>>;
+    /// Deletes buckets untouched since `before`; returns how many.
+    async fn rate_purge(&self, before: i64) -> Result<u64>;
+
     /// Checks the database can answer (for `/healthz`).
     async fn ping(&self) -> Result<()>;
     /// Closes connections, flushing what must be flushed.
@@ -243,4 +269,30 @@ pub trait Store: Send + Sync + 'static {
     async fn alert_deliveries(&self, limit: i64) -> Result<Vec<DeliveryRecord>>;
     /// Deletes resolved events, settled outbox items and log lines older than `before`.
     async fn alert_purge_before(&self, before: i64) -> Result<u64>;
+}
+
+/// One token-bucket step, shared by the backends' [`Store::rate_take`]: the bucket held
+/// `tokens` at `at` (None: new, so full); returns the tokens to store (at `now`) and, when
+/// there are not enough, the milliseconds to wait (then nothing is taken).
+pub fn bucket_take(
+    held: Option<(f64, i64)>,
+    rate_per_sec: f64,
+    burst: f64,
+    cost: f64,
+    now: i64,
+) -> (f64, Option<i64>) {
+    let tokens = match held {
+        None => burst,
+        Some((tokens, at)) => {
+            let secs = (now.saturating_sub(at)).max(0) as f64 / 1000.0;
+            (tokens + secs * rate_per_sec).min(burst)
+        }
+    };
+    let need = cost.max(1.0);
+    if tokens >= need {
+        (tokens - cost, None)
+    } else {
+        let wait = ((need - tokens) / rate_per_sec.max(1e-9) * 1000.0).ceil();
+        (tokens, Some(wait.clamp(1.0, 1e12) as i64))
+    }
 }

@@ -1477,6 +1477,48 @@ impl Store for SqliteStore {
         Ok(u64::try_from(free).unwrap_or(0))
     }
 
+    async fn try_lease(&self, _name: &str) -> Result<bool> {
+        // One hub per SQLite file: it holds every lease.
+        Ok(true)
+    }
+
+    async fn rate_take(
+        &self,
+        key: &str,
+        rate_per_sec: f64,
+        burst: f64,
+        cost: f64,
+        now: i64,
+    ) -> Result<Option<i64>> {
+        let (_write, mut tx) = self.begin_write().await?;
+        let held: Option<(f64, i64)> =
+            sqlx::query_as("SELECT tokens, at FROM rate_buckets WHERE key = ?")
+                .bind(key)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let (tokens, wait) = bucket_take(held, rate_per_sec, burst, cost, now);
+        sqlx::query(
+            "INSERT INTO rate_buckets (key, tokens, at) VALUES (?, ?, ?) \
+             ON CONFLICT(key) DO UPDATE SET tokens = excluded.tokens, at = excluded.at",
+        )
+        .bind(key)
+        .bind(tokens)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(wait)
+    }
+
+    async fn rate_purge(&self, before: i64) -> Result<u64> {
+        let _write = self.writes.lock().await;
+        Ok(sqlx::query("DELETE FROM rate_buckets WHERE at < ?")
+            .bind(before)
+            .execute(&self.pool)
+            .await?
+            .rows_affected())
+    }
+
     async fn ping(&self) -> Result<()> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())

@@ -17,7 +17,7 @@ macro_rules! store_test_suite {
             pairing_lifecycle, pairing_expiry_and_deny, devices_and_tokens,
             samples_idempotent_group_commit, sample_ranges_and_retention,
             tiers_roll_up_merge_late_and_retain, compaction_is_invisible_to_reads,
-            state_and_settings, meta_compare_and_delete, app_store_transactions,
+            state_and_settings, meta_compare_and_delete, leases_and_rate_buckets, app_store_transactions,
             alert_docs_state_and_outbox);
     };
     (@cases $make:expr; $($case:ident),*) => {
@@ -603,6 +603,56 @@ pub async fn meta_compare_and_delete(s: Arc<dyn Store>) {
     assert!(!s.meta_take("setup", "wrong").await.expect("take"));
     assert!(s.meta_take("setup", "abc").await.expect("take"));
     assert!(!s.meta_take("setup", "abc").await.expect("take twice"));
+}
+
+pub async fn leases_and_rate_buckets(s: Arc<dyn Store>) {
+    // The only (or first) hub on a store takes a lease and keeps it.
+    assert!(s.try_lease("alerts").await.expect("lease"));
+    assert!(s.try_lease("alerts").await.expect("lease again"));
+    // A bucket of 2 refilled at 1 per second: two takes, then a wait of about a second.
+    assert_eq!(
+        s.rate_take("ip:a", 1.0, 2.0, 1.0, 0).await.expect("take"),
+        None
+    );
+    assert_eq!(
+        s.rate_take("ip:a", 1.0, 2.0, 1.0, 0).await.expect("take"),
+        None
+    );
+    assert_eq!(
+        s.rate_take("ip:a", 1.0, 2.0, 1.0, 0).await.expect("take"),
+        Some(1000)
+    );
+    assert_eq!(
+        s.rate_take("ip:a", 1.0, 2.0, 0.0, 0).await.expect("peek"),
+        Some(1000)
+    );
+    assert_eq!(
+        s.rate_take("ip:b", 1.0, 2.0, 1.0, 0)
+            .await
+            .expect("other key"),
+        None
+    );
+    assert_eq!(
+        s.rate_take("ip:a", 1.0, 2.0, 1.0, 500).await.expect("half"),
+        Some(500)
+    );
+    assert_eq!(
+        s.rate_take("ip:a", 1.0, 2.0, 1.0, 1000)
+            .await
+            .expect("refilled"),
+        None
+    );
+    assert_eq!(
+        s.rate_purge(600).await.expect("purge"),
+        1,
+        "b, untouched since 0"
+    );
+    assert_eq!(
+        s.rate_take("ip:b", 1.0, 2.0, 1.0, 700)
+            .await
+            .expect("new again"),
+        None
+    );
 }
 
 fn app(bucket: &str, id: &str, seq: i64, created_at: i64) -> AppRecord {

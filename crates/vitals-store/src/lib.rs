@@ -10,6 +10,7 @@
 
 pub mod block;
 pub mod codec;
+mod common;
 pub mod frame;
 pub mod rollup;
 pub mod shape;

@@ -15,11 +15,12 @@ use std::time::Duration;
 use async_trait::async_trait;
 use sqlx::sqlite::{
     SqliteAutoVacuum, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
-    SqliteRow, SqliteSynchronous,
+    SqliteSynchronous,
 };
 use sqlx::{ConnectOptions as _, Row as _, Sqlite, Transaction};
 
 use crate::block::WINDOW_MS as BLOCK_MS;
+use crate::common::*;
 use crate::shape::{self, ShapeCache};
 use crate::*;
 
@@ -181,72 +182,10 @@ async fn check_not_newer(pool: &SqlitePool) -> Result<()> {
     let newest: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations")
         .fetch_one(pool)
         .await?;
-    let known = MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
-    match newest {
-        Some(v) if v > known => Err(StoreError::Corrupt(format!(
-            "the database schema is version {v} but this hub knows only up to {known}; \
-             run a newer vitals-hub or restore a backup"
-        ))),
-        _ => Ok(()),
-    }
-}
-
-fn role(s: &str) -> Result<Role> {
-    Role::parse(s).ok_or_else(|| StoreError::Corrupt(format!("unknown role {s:?}")))
-}
-
-fn user_from(row: &SqliteRow) -> Result<User> {
-    Ok(User {
-        id: row.try_get("id")?,
-        username: row.try_get("username")?,
-        role: role(row.try_get::<&str, _>("role")?)?,
-        created_at: row.try_get("created_at")?,
-    })
+    not_newer(newest, &MIGRATOR)
 }
 
 const DEVICE_COLS: &str = "seq, id, name, host_id, simulated, agent_version, created_at, last_seen, token_hash IS NOT NULL AS has_token";
-
-fn device_from(row: &SqliteRow) -> Result<Device> {
-    Ok(Device {
-        seq: row.try_get("seq")?,
-        id: row.try_get("id")?,
-        name: row.try_get("name")?,
-        host_id: row.try_get("host_id")?,
-        simulated: row.try_get::<i64, _>("simulated")? != 0,
-        agent_version: row.try_get("agent_version")?,
-        created_at: row.try_get("created_at")?,
-        last_seen: row.try_get("last_seen")?,
-        has_token: row.try_get::<i64, _>("has_token")? != 0,
-    })
-}
-
-fn token_from(row: &SqliteRow) -> Result<ApiToken> {
-    Ok(ApiToken {
-        id: row.try_get("id")?,
-        name: row.try_get("name")?,
-        role: role(row.try_get::<&str, _>("role")?)?,
-        created_by: row.try_get("created_by")?,
-        created_at: row.try_get("created_at")?,
-    })
-}
-
-fn code_from(row: &SqliteRow) -> Result<DeviceCode> {
-    Ok(DeviceCode {
-        code: row.try_get("code")?,
-        host_id: row.try_get("host_id")?,
-        hostname: row.try_get("hostname")?,
-        agent_version: row.try_get("agent_version")?,
-        source_ip: row.try_get("source_ip")?,
-        created_at: row.try_get("created_at")?,
-        expires_at: row.try_get("expires_at")?,
-        device_id: row.try_get("device_id")?,
-        approved_at: row.try_get("approved_at")?,
-    })
-}
-
-fn is_unique_violation(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
-}
 
 async fn insert_device(tx: &mut Transaction<'_, Sqlite>, d: &NewDevice) -> Result<Device> {
     let id = uuid::Uuid::new_v4().to_string();
@@ -698,23 +637,7 @@ impl Store for SqliteStore {
         )
         .fetch_all(&mut *conn)
         .await?;
-        let newest: std::collections::HashMap<i64, (i64, Vec<u8>)> =
-            newest.into_iter().map(|(s, t, d)| (s, (t, d))).collect();
-        for d in &mut out {
-            let Some((last, data)) = newest.get(&d.device.seq) else {
-                continue;
-            };
-            if d.latest
-                .as_ref()
-                .is_none_or(|l| l.ts.last().is_none_or(|t| t < last))
-            {
-                let mut f = block::decode(data, &all)
-                    .map_err(|e| corrupt(d.device.seq, "sample block", e))?;
-                f.retain_range(*last, *last);
-                f.drop_empty_series();
-                d.latest = Some(f);
-            }
-        }
+        latest_from_blocks(&mut out, newest)?;
         Ok(out)
     }
 
@@ -785,19 +708,9 @@ impl Store for SqliteStore {
 
     async fn insert_batches(&self, batches: &[SampleBatch]) -> Result<Vec<u64>> {
         let (_write, mut tx) = self.begin_write().await?;
-        let rows: Vec<(usize, i64, &Row)> = batches
-            .iter()
-            .enumerate()
-            .flat_map(|(i, b)| b.samples.iter().map(move |r| (i, b.device_seq, r)))
-            .collect();
+        let rows = flat_rows(batches);
         let (stored, learned) = insert_rows(&mut tx, &self.shapes, &rows, batches.len()).await?;
-        let mut seen: Vec<i64> = batches
-            .iter()
-            .filter(|b| !b.samples.is_empty())
-            .map(|b| b.device_seq)
-            .collect();
-        seen.sort_unstable();
-        seen.dedup();
+        let seen = devices_seen(batches);
         if let Some(now) = batches.iter().map(|b| b.now).max()
             && !seen.is_empty()
         {
@@ -908,13 +821,7 @@ impl Store for SqliteStore {
         .bind(to)
         .fetch_all(&mut *conn)
         .await?;
-        let mut n = hot + whole;
-        for data in partial {
-            let ts =
-                block::timestamps(&data).map_err(|e| corrupt(device_seq, "sample block", e))?;
-            n += ts.iter().filter(|t| (from..=to).contains(*t)).count() as i64;
-        }
-        Ok(n)
+        Ok(hot + whole + count_in_blocks(device_seq, &partial, from, to)?)
     }
     async fn delete_samples_before(&self, before: i64, limit: i64) -> Result<u64> {
         let (_write, mut tx) = self.begin_write().await?;
@@ -1005,7 +912,6 @@ impl Store for SqliteStore {
         .bind(end)
         .fetch_all(&mut *tx)
         .await?;
-        let all = SeriesFilter::all();
         let moved = rows.len() as u64;
         // Late samples of a window already compacted join its block.
         let existing: Option<Vec<u8>> = sqlx::query_scalar(
@@ -1015,16 +921,8 @@ impl Store for SqliteStore {
         .bind(start)
         .fetch_optional(&mut *tx)
         .await?;
-        let mut frame = match existing {
-            Some(b) => {
-                block::decode(&b, &all).map_err(|e| corrupt(device_seq, "sample block", e))?
-            }
-            None => Frame::default(),
-        };
-        frame.append(hot_frame(&mut tx, &self.shapes, &rows, &all).await?);
-        frame.sort();
-        let data = block::encode(&frame).map_err(|e| corrupt(device_seq, "sample block", e))?;
-        let (Some(lo), Some(hi)) = (frame.ts.first().copied(), frame.ts.last().copied()) else {
+        let hot = hot_frame(&mut tx, &self.shapes, &rows, &SeriesFilter::all()).await?;
+        let Some(block) = merge_block(device_seq, existing, hot)? else {
             return Ok(done);
         };
         sqlx::query(
@@ -1033,10 +931,10 @@ impl Store for SqliteStore {
         )
         .bind(device_seq)
         .bind(start)
-        .bind(lo)
-        .bind(hi)
-        .bind(frame.len() as i64)
-        .bind(data)
+        .bind(block.first_ts)
+        .bind(block.last_ts)
+        .bind(block.count)
+        .bind(block.data)
         .execute(&mut *tx)
         .await?;
         self.step("compact write")?;
@@ -1082,24 +980,12 @@ impl Store for SqliteStore {
                 .fetch_optional(&mut *tx)
                 .await?;
         let (minute_mark, hour_mark) = marks.unwrap_or((None, None));
-        let (mark, limit) = match tier {
-            Tier::Minute => (minute_mark, rollup::bucket_start(to, w)),
-            Tier::Hour => match minute_mark {
-                Some(m) => (hour_mark, rollup::bucket_start(to.min(m), w)),
-                None => {
-                    return Ok(RollStep {
-                        buckets: 0,
-                        done: true,
-                    });
-                }
-            },
-        };
-        if mark.is_some_and(|m| m >= limit) {
+        let Some((mark, limit)) = roll_range(tier, to, minute_mark, hour_mark) else {
             return Ok(RollStep {
                 buckets: 0,
                 done: true,
             });
-        }
+        };
         self.step("rollup read")?;
         let lo = mark.unwrap_or(i64::MIN);
         let first: Option<i64> = match tier {
@@ -1129,15 +1015,7 @@ impl Store for SqliteStore {
         let (end, buckets) = match first {
             None => (limit, BTreeMap::new()),
             Some(first) => {
-                let start = rollup::bucket_start(first.max(lo), w);
-                let mut end =
-                    rollup::bucket_start(start.saturating_add(max_span_ms.max(w)), w).min(limit);
-                if tier == Tier::Minute {
-                    // A step never crosses an hour, so a replayed hour is one segment of its
-                    // minute block, not several and a merge.
-                    let hour = Tier::Hour.width_ms();
-                    end = end.min(rollup::bucket_start(start, hour).saturating_add(hour));
-                }
+                let (start, end) = step_span(tier, first, lo, limit, max_span_ms);
                 let all = SeriesFilter::all();
                 let buckets = match tier {
                     Tier::Minute => {
@@ -1153,17 +1031,10 @@ impl Store for SqliteStore {
                         let frame = hot_frame(&mut tx, &self.shapes, &rows, &all).await?;
                         rollup::fold_frame(&frame, w)
                     }
-                    Tier::Hour => {
-                        let mut out: BTreeMap<i64, rollup::Series> = BTreeMap::new();
-                        let runs =
-                            read_rollups(&mut tx, device_seq, Tier::Minute, start, end, &all, true)
-                                .await?;
-                        for (b, series) in rollup::runs_to_buckets(runs) {
-                            let h = rollup::bucket_start(b, w);
-                            rollup::merge_series(out.entry(h).or_default(), &series);
-                        }
-                        out
-                    }
+                    Tier::Hour => hours_of(
+                        read_rollups(&mut tx, device_seq, Tier::Minute, start, end, &all, true)
+                            .await?,
+                    ),
                 };
                 (end, buckets)
             }
@@ -1172,14 +1043,7 @@ impl Store for SqliteStore {
             // Minutes live in compressed blocks of one device and hour: this pass's minutes
             // are appended as a segment (a row per minute would cost several times the bytes).
             Tier::Minute => {
-                let mut by_hour: BTreeMap<i64, Vec<(i64, rollup::Series)>> = BTreeMap::new();
-                for (b, series) in buckets.iter() {
-                    by_hour
-                        .entry(rollup::bucket_start(*b, Tier::Hour.width_ms()))
-                        .or_default()
-                        .push((*b, series.clone()));
-                }
-                for (h, minutes) in by_hour {
+                for (h, minutes) in minutes_by_hour(&buckets) {
                     append_minutes(&mut tx, device_seq, h, minutes).await?;
                 }
             }
@@ -1225,12 +1089,7 @@ impl Store for SqliteStore {
         }
         self.step("late read")?;
         // The chosen rows are, per device, a run of its oldest late samples: one range each.
-        let mut ranges: BTreeMap<i64, (i64, i64)> = BTreeMap::new();
-        for (seq, ts) in &late {
-            let r = ranges.entry(*seq).or_insert((*ts, *ts));
-            r.0 = r.0.min(*ts);
-            r.1 = r.1.max(*ts);
-        }
+        let ranges = late_ranges(&late);
         let mut by_device: BTreeMap<i64, Frame> = BTreeMap::new();
         let all = SeriesFilter::all();
         for (seq, (lo, hi)) in &ranges {
@@ -1253,16 +1112,7 @@ impl Store for SqliteStore {
                     .fetch_optional(&mut *tx)
                     .await?
                     .flatten();
-            let minutes = rollup::fold_frame(samples, Tier::Minute.width_ms());
-            let mut hours: BTreeMap<i64, rollup::Series> = BTreeMap::new();
-            let mut by_hour: BTreeMap<i64, Vec<(i64, rollup::Series)>> = BTreeMap::new();
-            for (b, delta) in minutes {
-                let h = rollup::bucket_start(b, Tier::Hour.width_ms());
-                if hour_mark.is_some_and(|m| h < m) {
-                    rollup::merge_series(hours.entry(h).or_default(), &delta);
-                }
-                by_hour.entry(h).or_default().push((b, delta));
-            }
+            let (by_hour, hours) = late_deltas(samples, hour_mark);
             for (h, list) in by_hour {
                 append_minutes(&mut tx, *seq, h, list).await?;
             }
@@ -1401,15 +1251,7 @@ impl Store for SqliteStore {
         .bind(device_seq)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(StateRecord {
-                    kind: r.try_get("kind")?,
-                    data: r.try_get("data")?,
-                    updated_at: r.try_get("updated_at")?,
-                })
-            })
-            .collect()
+        rows.iter().map(state_from).collect()
     }
 
     async fn settings(&self) -> Result<BTreeMap<String, String>> {
@@ -1534,18 +1376,7 @@ impl Store for SqliteStore {
         )
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(AppRecord {
-                    bucket: r.try_get("bucket")?,
-                    id: r.try_get("id")?,
-                    seq: r.try_get("seq")?,
-                    data: r.try_get("data")?,
-                    version: r.try_get("version")?,
-                    created_at: r.try_get("created_at")?,
-                })
-            })
-            .collect()
+        rows.iter().map(app_record_from).collect()
     }
 
     async fn app_write(&self, writes: &[AppWrite]) -> Result<()> {
@@ -1648,15 +1479,7 @@ impl Store for SqliteStore {
         .bind(kind)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(AlertDoc {
-                    id: r.try_get("id")?,
-                    data: r.try_get("data")?,
-                    updated_at: r.try_get("updated_at")?,
-                })
-            })
-            .collect()
+        rows.iter().map(alert_doc_from).collect()
     }
 
     async fn alert_doc_put(&self, kind: &str, id: &str, data: &str, now: i64) -> Result<()> {
@@ -1755,7 +1578,7 @@ impl Store for SqliteStore {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(event_row).collect()
+        rows.iter().map(event_from).collect()
     }
 
     async fn alert_event(&self, id: &str) -> Result<Option<AlertEventRow>> {
@@ -1763,7 +1586,7 @@ impl Store for SqliteStore {
             .bind(id)
             .fetch_optional(&self.pool)
             .await?;
-        row.as_ref().map(event_row).transpose()
+        row.as_ref().map(event_from).transpose()
     }
 
     async fn alert_outbox_due(&self, now: i64, limit: i64) -> Result<Vec<OutboxItem>> {
@@ -1775,18 +1598,7 @@ impl Store for SqliteStore {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(OutboxItem {
-                    id: r.try_get("id")?,
-                    event_id: r.try_get("event_id")?,
-                    channel_id: r.try_get("channel_id")?,
-                    data: r.try_get("data")?,
-                    attempts: r.try_get("attempts")?,
-                    next_at: r.try_get("next_at")?,
-                })
-            })
-            .collect()
+        rows.iter().map(outbox_from).collect()
     }
 
     async fn alert_delivery(&self, d: &DeliveryRecord) -> Result<()> {
@@ -1841,22 +1653,7 @@ impl Store for SqliteStore {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(DeliveryRecord {
-                    at: r.try_get("at")?,
-                    outbox_id: r.try_get("outbox_id")?,
-                    event_id: r.try_get("event_id")?,
-                    channel_id: r.try_get("channel_id")?,
-                    kind: r.try_get("kind")?,
-                    attempt: r.try_get("attempt")?,
-                    ok: r.try_get("ok")?,
-                    status: r.try_get("status")?,
-                    error: r.try_get("error")?,
-                    retry_at: r.try_get("retry_at")?,
-                })
-            })
-            .collect()
+        rows.iter().map(delivery_from).collect()
     }
 
     async fn alert_purge_before(&self, before: i64) -> Result<u64> {
@@ -1881,19 +1678,6 @@ impl Store for SqliteStore {
     }
 }
 
-fn event_row(r: &SqliteRow) -> Result<AlertEventRow> {
-    Ok(AlertEventRow {
-        id: r.try_get("id")?,
-        active: r.try_get("active")?,
-        started_at: r.try_get("started_at")?,
-        data: r.try_get("data")?,
-    })
-}
-
-/// Samples in a full block at 1 Hz.
-const BLOCK_SAMPLES: i64 = 600;
-/// Segments of an hour's minute block before they are merged into one.
-const MAX_SEGMENTS: i64 = 12;
 /// Rows per hot-row insert statement: a commit uses the smallest that fits (padding the rest),
 /// in chunks of the largest (4 parameters per row, well under SQLite's 32,766).
 const INSERT_SIZES: [usize; 3] = [16, 256, 2048];
@@ -1916,13 +1700,6 @@ static INSERT_SQL: std::sync::LazyLock<Vec<(usize, String)>> = std::sync::LazyLo
         })
         .collect()
 });
-
-/// A hot row as read: `(ts, shape id, values)`.
-type HotRow = (i64, i64, Vec<u8>);
-
-fn corrupt(device_seq: i64, what: &str, e: impl std::fmt::Display) -> StoreError {
-    StoreError::Corrupt(format!("{what} of device {device_seq}: {e}"))
-}
 
 /// The names of shape `id`, from the cache or the database.
 async fn names_of(
@@ -1953,29 +1730,9 @@ async fn hot_frame(
     filter: &SeriesFilter,
 ) -> Result<Frame> {
     let mut frame = Frame::default();
-    let mut i = 0;
-    while i < rows.len() {
-        let id = rows[i].1;
-        let mut j = i + 1;
-        while j < rows.len() && rows[j].1 == id {
-            j += 1;
-        }
+    for (id, run) in shape_runs(rows) {
         let names = names_of(conn, cache, id).await?;
-        let values = rows[i..j]
-            .iter()
-            .map(|r| shape::decode_values(&r.2, names.len()))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let refs: Vec<&str> = names.iter().map(|n| &**n).collect();
-        frame.push_rows(
-            &refs,
-            rows[i..j]
-                .iter()
-                .zip(&values)
-                .map(|(r, v)| (r.0, v.as_slice())),
-            filter,
-        );
-        i = j;
+        push_hot_run(&mut frame, &names, &rows[run], filter)?;
     }
     Ok(frame)
 }
@@ -1999,17 +1756,7 @@ async fn block_frame(
     .bind(to)
     .fetch_all(&mut *conn)
     .await?;
-    let mut out = Frame::default();
-    for data in blocks {
-        if out.len() >= limit {
-            break;
-        }
-        let mut f =
-            block::decode(&data, filter).map_err(|e| corrupt(device_seq, "sample block", e))?;
-        f.retain_range(from, to);
-        out.append(f);
-    }
-    Ok(out)
+    blocks_frame(device_seq, blocks, from, to, limit, filter)
 }
 
 /// Inserts rows `(batch index, device, row)` into the hot table, skipping samples already
@@ -2027,11 +1774,7 @@ async fn insert_rows(
     if rows.is_empty() {
         return Ok((stored, learned));
     }
-    let mut owner: crate::codec::FastMap<(i64, i64), usize> = crate::codec::FastMap::default();
-    owner.reserve(rows.len());
-    for (i, seq, r) in rows {
-        owner.entry((*seq, r.ts)).or_insert(*i);
-    }
+    let owner = owners(rows);
     // Shape ids: from the cache, else stored now.
     let mut ids: crate::codec::FastMap<&str, i64> = crate::codec::FastMap::default();
     for (_, _, r) in rows {
@@ -2057,13 +1800,7 @@ async fn insert_rows(
         ids.insert(key, id);
     }
     let marks = marks_of(tx, rows.iter().map(|r| r.1)).await?;
-    let mut keep: Vec<(i64, i64, i64, Vec<u8>)> = rows
-        .iter()
-        .map(|(_, seq, r)| {
-            let id = ids.get(&*r.names).copied().unwrap_or_default();
-            (*seq, r.ts, id, shape::encode_values(&r.values))
-        })
-        .collect();
+    let mut keep = encode_rows(rows, &ids);
     drop_compacted(tx, &marks, &mut keep).await?;
     let mut inserted: Vec<(i64, i64)> = Vec::with_capacity(keep.len());
     for chunk in keep.chunks(*INSERT_SIZES.last().unwrap_or(&1)) {
@@ -2154,11 +1891,6 @@ async fn convert_v1(pool: &SqlitePool, cache: &ShapeCache) -> Result<()> {
     Ok(())
 }
 
-struct Marks {
-    minute: Option<i64>,
-    block: Option<i64>,
-}
-
 /// The marks of each of the devices that has any: read once per group commit (the write lock
 /// is held, so they cannot move during it).
 async fn marks_of(
@@ -2203,38 +1935,20 @@ async fn drop_compacted(
     marks: &std::collections::HashMap<i64, Marks>,
     rows: &mut Vec<(i64, i64, i64, Vec<u8>)>,
 ) -> Result<()> {
-    let mut windows: BTreeMap<(i64, i64), Option<std::collections::HashSet<i64>>> = BTreeMap::new();
-    for (seq, ts, _, _) in rows.iter() {
-        if marks
-            .get(seq)
-            .and_then(|m| m.block)
-            .is_some_and(|m| *ts < m)
-        {
-            windows.insert((*seq, rollup::bucket_start(*ts, BLOCK_MS)), None);
-        }
-    }
-    if windows.is_empty() {
-        return Ok(());
-    }
-    for ((seq, start), set) in windows.iter_mut() {
+    let mut found = BTreeMap::new();
+    for (seq, start) in windows_to_check(marks, rows) {
         let data: Option<Vec<u8>> = sqlx::query_scalar(
             "SELECT data FROM sample_blocks WHERE device_seq = ? AND start_ts = ?",
         )
-        .bind(*seq)
-        .bind(*start)
+        .bind(seq)
+        .bind(start)
         .fetch_optional(&mut **tx)
         .await?;
         if let Some(data) = data {
-            let ts = block::timestamps(&data).map_err(|e| corrupt(*seq, "sample block", e))?;
-            *set = Some(ts.into_iter().collect());
+            found.insert((seq, start), block_stamps(seq, &data)?);
         }
     }
-    rows.retain(|(seq, ts, _, _)| {
-        !windows
-            .get(&(*seq, rollup::bucket_start(*ts, BLOCK_MS)))
-            .and_then(|s| s.as_ref())
-            .is_some_and(|s| s.contains(ts))
-    });
+    drop_in_blocks(rows, &found);
     Ok(())
 }
 
@@ -2245,15 +1959,7 @@ async fn mark_late(
     marks: &std::collections::HashMap<i64, Marks>,
     inserted: &[(i64, i64)],
 ) -> Result<()> {
-    let late: Vec<&(i64, i64)> = inserted
-        .iter()
-        .filter(|(seq, ts)| {
-            marks
-                .get(seq)
-                .and_then(|m| m.minute)
-                .is_some_and(|m| *ts < m)
-        })
-        .collect();
+    let late = late_of(marks, inserted);
     for chunk in late.chunks(400) {
         let mut sql = String::from("INSERT INTO rollup_late (device_seq, ts) VALUES ");
         for k in 0..chunk.len() {
@@ -2289,10 +1995,7 @@ async fn read_rollups(
     .fetch_all(&mut *conn)
     .await?;
     let mut runs = Runs::new();
-    for (b, data) in rows {
-        rollup::decode_into(&data, b, filter, sketches, &mut runs)
-            .map_err(|e| corrupt(device_seq, tier.name(), format!("rollup at {b}: {e}")))?;
-    }
+    decode_rollups(device_seq, tier, rows, filter, sketches, &mut runs)?;
     if tier == Tier::Minute {
         let hour = Tier::Hour.width_ms();
         let blocks: Vec<Vec<u8>> = sqlx::query_scalar(
@@ -2304,10 +2007,7 @@ async fn read_rollups(
         .bind(to)
         .fetch_all(&mut *conn)
         .await?;
-        for data in blocks {
-            rollup::decode_block_into(&data, from, to, filter, sketches, &mut runs)
-                .map_err(|e| corrupt(device_seq, "minute block", e))?;
-        }
+        decode_minute_blocks(device_seq, blocks, from, to, filter, sketches, &mut runs)?;
     }
     rollup::sort_runs(&mut runs);
     Ok(runs)
@@ -2376,23 +2076,12 @@ async fn rewrite_hour(
     if blocks.len() <= 1 && extra.is_empty() && !always {
         return Ok(());
     }
-    let mut minutes: BTreeMap<i64, rollup::Series> = BTreeMap::new();
-    for data in &blocks {
-        for (b, s) in
-            rollup::decode_block(data).map_err(|e| corrupt(device_seq, "minute block", e))?
-        {
-            rollup::merge_series(minutes.entry(b).or_default(), &s);
-        }
-    }
-    for (b, s) in &extra {
-        rollup::merge_series(minutes.entry(*b).or_default(), s);
-    }
+    let minutes = merge_minutes(device_seq, &blocks, extra)?;
     sqlx::query("DELETE FROM rollup_blocks WHERE device_seq = ? AND hour = ?")
         .bind(device_seq)
         .bind(h)
         .execute(&mut **tx)
         .await?;
-    let minutes: Vec<(i64, rollup::Series)> = minutes.into_iter().collect();
     let data =
         rollup::encode_block(&minutes).map_err(|e| corrupt(device_seq, "minute block", e))?;
     write_minute_block(tx, device_seq, h, &minutes, &data).await
@@ -2438,10 +2127,5 @@ async fn merge_into_rollup(
 ) -> Result<()> {
     let all = SeriesFilter::all();
     let runs = read_rollups(tx, device_seq, tier, bucket, bucket + 1, &all, true).await?;
-    let mut merged = rollup::runs_to_buckets(runs)
-        .pop()
-        .map(|(_, s)| s)
-        .unwrap_or_default();
-    rollup::merge_series(&mut merged, delta);
-    write_rollup(tx, device_seq, tier, bucket, &merged).await
+    write_rollup(tx, device_seq, tier, bucket, &merged_bucket(runs, delta)).await
 }

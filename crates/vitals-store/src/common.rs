@@ -187,6 +187,48 @@ pub(crate) fn delivery_from(r: &impl Get) -> Result<DeliveryRecord> {
     })
 }
 
+// ---- pairing ----------------------------------------------------------------------------
+
+/// What approving the stored code `c` at `now` does: `Err(outcome)` when it cannot be
+/// approved, else the device to create for it.
+#[allow(clippy::result_large_err)] // the refusal is returned to the caller as it is
+pub(crate) fn approval(
+    c: Option<DeviceCode>,
+    name: &str,
+    now: i64,
+) -> std::result::Result<NewDevice, ApproveOutcome> {
+    let Some(c) = c else {
+        return Err(ApproveOutcome::NotFound);
+    };
+    if c.device_id.is_some() {
+        return Err(ApproveOutcome::AlreadyApproved);
+    }
+    if c.expires_at <= now {
+        return Err(ApproveOutcome::Expired);
+    }
+    Ok(NewDevice {
+        name: name.to_string(),
+        host_id: c.host_id,
+        token_hash: None,
+        simulated: false,
+        agent_version: c.agent_version,
+        now,
+    })
+}
+
+/// Whether the stored code `c` has a token to hand out at `now`: the approved device's id, or
+/// `Err(outcome)`.
+pub(crate) fn claim(c: Option<DeviceCode>, now: i64) -> std::result::Result<String, ClaimOutcome> {
+    let Some(c) = c else {
+        return Err(ClaimOutcome::NotFound);
+    };
+    c.device_id.ok_or(if c.expires_at <= now {
+        ClaimOutcome::Expired
+    } else {
+        ClaimOutcome::Pending
+    })
+}
+
 // ---- hot rows and blocks ----------------------------------------------------------------
 
 /// Hot rows (sorted by time) cut into runs of one shape: `(shape id, rows)`.
@@ -247,6 +289,15 @@ pub(crate) fn blocks_frame(
         out.append(f);
     }
     Ok(out)
+}
+
+/// How far blocks matter to a page of at most `limit` samples up to `to` whose hot rows are
+/// `rows`: blocks past the last hot row of a full page cannot make the page.
+pub(crate) fn page_horizon(rows: &[HotRow], limit: usize, to: i64) -> i64 {
+    match rows.last() {
+        Some(last) if rows.len() >= limit => last.0,
+        _ => to,
+    }
 }
 
 /// Samples with `from <= ts <= to` in blocks that lie partly in the range.

@@ -1,8 +1,11 @@
-//! Storage for Vitals: the [`Store`] trait and its backends.
+//! Storage for Vitals: the [`Store`] trait and its backends, [`SqliteStore`] (one file, one
+//! hub) and [`PgStore`] (PostgreSQL, which several hubs may share); [`open`] picks one by URL.
 //!
 //! The hub talks to storage only through [`Store`]; it never writes SQL. Each backend keeps
 //! its migrations in `migrations/<backend>/` and must pass the one shared test suite in
-//! [`suite`] (SQLite always; PostgreSQL whenever a database URL is given). All times are Unix
+//! [`suite`] (SQLite always; PostgreSQL whenever a database URL is given). What the backends
+//! share besides the trait (row mapping, the SQL-free steps of the tier work) lives in a
+//! private `common` module, so both compute the same answers. All times are Unix
 //! milliseconds. Invariants every backend keeps:
 //! - a `(device, ts)` sample is stored at most once, so replays are idempotent;
 //! - [`Store::insert_batches`] commits all its batches in one durable transaction, or none;
@@ -12,6 +15,7 @@ pub mod block;
 pub mod codec;
 mod common;
 pub mod frame;
+pub mod postgres;
 pub mod rollup;
 pub mod shape;
 pub mod sketch;
@@ -23,9 +27,12 @@ mod types;
 
 use std::collections::BTreeMap;
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 
 pub use frame::{Frame, Row, SeriesFilter};
+pub use postgres::PgStore;
 pub use rollup::{Runs, Tier};
 pub use sqlite::SqliteStore;
 /// The database error type, for callers that classify failures (unavailable vs. bug).
@@ -47,6 +54,9 @@ pub enum StoreError {
     /// The database holds something this build cannot read.
     #[error("corrupt data: {0}")]
     Corrupt(String),
+    /// The store was configured wrongly (an unknown kind of database URL).
+    #[error("configuration error: {0}")]
+    Config(String),
     /// A failure injected by a crash test (see `SqliteStore::inject_failure`).
     #[error("injected failure at {0}")]
     Injected(&'static str),
@@ -270,6 +280,21 @@ pub trait Store: Send + Sync + 'static {
     async fn alert_deliveries(&self, limit: i64) -> Result<Vec<DeliveryRecord>>;
     /// Deletes resolved events, settled outbox items and log lines older than `before`.
     async fn alert_purge_before(&self, before: i64) -> Result<u64>;
+}
+
+/// Opens the store a database URL names: `sqlite:PATH` for [`SqliteStore`],
+/// `postgres://...` or `postgresql://...` for [`PgStore`]. Pending migrations are applied.
+pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
+    if url.starts_with("sqlite:") {
+        Ok(Arc::new(SqliteStore::open_url(url).await?))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(PgStore::connect(url).await?))
+    } else {
+        let scheme = url.split(':').next().unwrap_or_default();
+        Err(StoreError::Config(format!(
+            "unsupported database URL scheme {scheme:?}: use sqlite:PATH, postgres:// or postgresql://"
+        )))
+    }
 }
 
 /// One token-bucket step, shared by the backends' [`Store::rate_take`]: the bucket held

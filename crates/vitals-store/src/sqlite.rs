@@ -477,27 +477,11 @@ impl Store for SqliteStore {
             .bind(code)
             .fetch_optional(&mut *tx)
             .await?;
-        let Some(c) = row.as_ref().map(code_from).transpose()? else {
-            return Ok(ApproveOutcome::NotFound);
+        let new = match approval(row.as_ref().map(code_from).transpose()?, name, now) {
+            Ok(new) => new,
+            Err(outcome) => return Ok(outcome),
         };
-        if c.device_id.is_some() {
-            return Ok(ApproveOutcome::AlreadyApproved);
-        }
-        if c.expires_at <= now {
-            return Ok(ApproveOutcome::Expired);
-        }
-        let device = insert_device(
-            &mut tx,
-            &NewDevice {
-                name: name.to_string(),
-                host_id: c.host_id.clone(),
-                token_hash: None,
-                simulated: false,
-                agent_version: c.agent_version.clone(),
-                now,
-            },
-        )
-        .await?;
+        let device = insert_device(&mut tx, &new).await?;
         let n = sqlx::query(
             "UPDATE device_codes SET device_id = ?, approved_at = ? WHERE code = ? AND device_id IS NULL",
         )
@@ -525,15 +509,9 @@ impl Store for SqliteStore {
             .bind(code)
             .fetch_optional(&mut *tx)
             .await?;
-        let Some(c) = row.as_ref().map(code_from).transpose()? else {
-            return Ok(ClaimOutcome::NotFound);
-        };
-        let Some(device_id) = c.device_id else {
-            return Ok(if c.expires_at <= now {
-                ClaimOutcome::Expired
-            } else {
-                ClaimOutcome::Pending
-            });
+        let device_id = match claim(row.as_ref().map(code_from).transpose()?, now) {
+            Ok(id) => id,
+            Err(outcome) => return Ok(outcome),
         };
         let deleted = sqlx::query("DELETE FROM device_codes WHERE code = ?")
             .bind(code)
@@ -776,11 +754,7 @@ impl Store for SqliteStore {
         .fetch_all(&mut *conn)
         .await?;
         let limit = usize::try_from(limit).unwrap_or(0);
-        // Blocks past the last hot row of a full page cannot make the page.
-        let horizon = match rows.last() {
-            Some(last) if rows.len() >= limit => last.0,
-            _ => to,
-        };
+        let horizon = page_horizon(&rows, limit, to);
         let all = SeriesFilter::all();
         let mut frame = block_frame(&mut conn, device_seq, from, horizon, limit, &all).await?;
         frame.append(hot_frame(&mut conn, &self.shapes, &rows, &all).await?);

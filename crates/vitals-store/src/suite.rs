@@ -31,6 +31,28 @@ macro_rules! store_test_suite {
     };
 }
 
+/// A new, empty schema in the PostgreSQL database at `url` (named `t_<uuid>`), and options
+/// that connect with it as the `search_path`, so a store's tables and partitions all live in
+/// it: one per test, so tests can run at once on one database. The caller may drop it
+/// (`DROP SCHEMA ... CASCADE`) when done.
+pub async fn fresh_pg_schema(url: &str) -> (String, sqlx::postgres::PgConnectOptions) {
+    use sqlx::Connection as _;
+    use std::str::FromStr as _;
+    let mut conn = sqlx::PgConnection::connect(url)
+        .await
+        .expect("connect to the test database");
+    let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+        .execute(&mut conn)
+        .await
+        .expect("create the test schema");
+    conn.close().await.expect("close");
+    let opts = sqlx::postgres::PgConnectOptions::from_str(url)
+        .expect("database URL")
+        .options([("search_path", schema.as_str())]);
+    (schema, opts)
+}
+
 fn user(name: &str, role: Role) -> NewUser {
     NewUser {
         username: name.into(),

@@ -265,6 +265,33 @@ impl Frame {
         })
     }
 
+    /// Every row as a [`Row`] to store again (a copy to another database): each keeps the
+    /// series it has; consecutive rows of one shape share its names.
+    pub fn rows(&self) -> Vec<Row> {
+        let mut out: Vec<Row> = Vec::with_capacity(self.len());
+        for i in 0..self.len() {
+            let mut names = String::new();
+            let mut values = Vec::new();
+            for (n, v) in self.row(i) {
+                if !names.is_empty() {
+                    names.push('\n');
+                }
+                names.push_str(n);
+                values.push(v);
+            }
+            let names = match out.last() {
+                Some(prev) if *prev.names == *names => Arc::clone(&prev.names),
+                _ => Arc::from(names),
+            };
+            out.push(Row {
+                ts: self.ts[i],
+                names,
+                values,
+            });
+        }
+        out
+    }
+
     /// Row `i` rebuilt as a sample ([`vitals_proto::series::unflatten`]): what series cannot
     /// carry (GPU names, container images) comes back empty.
     pub fn sample(&self, i: usize, host_id: &str) -> vitals_proto::MetricSample {

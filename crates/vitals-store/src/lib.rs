@@ -14,6 +14,7 @@
 pub mod block;
 pub mod codec;
 mod common;
+pub mod copy;
 pub mod frame;
 pub mod postgres;
 pub mod rollup;

@@ -8,6 +8,10 @@
 //! Devices are provisioned with `POST /api/devices` (admin token). Results go to stdout as
 //! JSON. Loopback addresses only.
 //!
+//! `--watch URL` also opens a `/ws/live` viewer on that hub (another replica, for the
+//! scale-out benchmark) and reports its push latency: the pushed sample's own timestamp (set
+//! at send) -> receive, over the measured window.
+//!
 //! `--backfill-secs S` replays history instead (the storage benchmark): every agent sends
 //! its samples of the `S` seconds ending `--backfill-end-ago` seconds ago, one per second of
 //! simulated time, `--samples-per-batch` per message, each message as soon as the previous
@@ -64,6 +68,9 @@ struct Args {
     /// The replayed history ends this many seconds ago.
     #[arg(long, default_value_t = 900)]
     backfill_end_ago: i64,
+    /// Also watch `/ws/live` on this hub (base URL) and report push latency.
+    #[arg(long)]
+    watch: Option<String>,
 }
 
 #[derive(Default)]
@@ -91,6 +98,10 @@ async fn main() -> Result<()> {
     let start = Instant::now() + Duration::from_millis(500);
     let measure_from = start + Duration::from_secs(a.warmup);
     let measure_to = measure_from + Duration::from_secs(a.measure);
+    let watcher = a.watch.as_deref().map(|url| {
+        let (url, token) = (url.replacen("http", "ws", 1), a.token.clone());
+        tokio::spawn(watch(url, token, measure_from, measure_to))
+    });
     let mut tasks = Vec::new();
     for (i, (host_id, token)) in tokens.into_iter().enumerate() {
         let stats = Arc::clone(&stats);
@@ -173,6 +184,16 @@ async fn main() -> Result<()> {
         }
     }
     let (cpu, mut rss) = sampler.await?;
+    let watched = match watcher {
+        Some(w) => {
+            let mut l = w.await??;
+            l.sort_unstable();
+            json!({"pushes": l.len(), "push_ms_p50": procstat::percentile_ms(&l, 0.50),
+                   "push_ms_p99": procstat::percentile_ms(&l, 0.99),
+                   "push_ms_max": l.last().map(|v| f64::from(*v) / 1000.0)})
+        }
+        None => serde_json::Value::Null,
+    };
     rss.sort_unstable();
     let mut lat = std::mem::take(&mut *stats.latencies_us.lock().await);
     lat.sort_unstable();
@@ -195,9 +216,44 @@ async fn main() -> Result<()> {
         "hub_cpu_pct_core": cpu.map(|c| 100.0 * c / secs),
         "hub_rss_mib_median": rss.get(rss.len() / 2).map(|k| *k as f64 / 1024.0),
         "hub_rss_mib_peak": rss.last().map(|k| *k as f64 / 1024.0),
+        "watch": watched,
     });
     println!("{out}");
     Ok(())
+}
+
+/// A `/ws/live` viewer: latency (µs) from each pushed sample's timestamp to its arrival,
+/// for samples stamped inside the measured window.
+async fn watch(url: String, token: String, from: Instant, to: Instant) -> Result<Vec<u32>> {
+    let mut req = format!("{url}/ws/live").into_client_request()?;
+    req.headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse()?);
+    let (mut ws, _) = tokio_tungstenite::connect_async(req).await?;
+    // Wall-clock bounds of the window, to compare with the samples' timestamps.
+    let wall = |at: Instant| {
+        let now = Instant::now();
+        let ms = vitals_testkit::now_ms();
+        if at >= now {
+            ms + (at - now).as_millis() as i64
+        } else {
+            ms - (now - at).as_millis() as i64
+        }
+    };
+    let (from_ms, to_ms) = (wall(from), wall(to));
+    let mut out = Vec::new();
+    let deadline = to + Duration::from_secs(2);
+    while let Ok(Some(m)) = tokio::time::timeout_at(deadline.into(), ws.next()).await {
+        let Ok(Message::Text(t)) = m else { continue };
+        let now = vitals_testkit::now_ms();
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(t.as_str()) else {
+            continue;
+        };
+        let Some(ts) = v["ts"].as_i64() else { continue };
+        if (from_ms..to_ms).contains(&ts) {
+            out.push(u32::try_from((now - ts).max(0) * 1000).unwrap_or(u32::MAX));
+        }
+    }
+    Ok(out)
 }
 
 /// Opens an agent's WebSocket.

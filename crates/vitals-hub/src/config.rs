@@ -20,6 +20,9 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// `sqlite:PATH` or `postgres://...`; overrides `data_dir`'s database when set.
     pub database_url: Option<String>,
+    /// `nats://host:port` of the NATS server replicas share live updates through (only with
+    /// a PostgreSQL `database_url`; one hub on its own needs none).
+    pub nats_url: Option<String>,
     /// URL users reach the hub at, used in printed links (`/setup`, `/pair`). Defaults to
     /// `http(s)://<listen>`.
     pub public_url: Option<String>,
@@ -60,6 +63,7 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 7070)),
             data_dir: PathBuf::from("vitals-data"),
             database_url: None,
+            nats_url: None,
             public_url: None,
             tls_cert: None,
             tls_key: None,
@@ -93,6 +97,7 @@ const KEYS: &[(&str, Kind)] = &[
     ("listen", Kind::Str),
     ("data_dir", Kind::Str),
     ("database_url", Kind::Str),
+    ("nats_url", Kind::Str),
     ("public_url", Kind::Str),
     ("tls_cert", Kind::Str),
     ("tls_key", Kind::Str),
@@ -244,6 +249,24 @@ impl Config {
             errors.push(format!(
                 "`database_url` {url:?} must start with sqlite:, postgres:// or postgresql://"
             ));
+        }
+        if let Some(url) = &self.nats_url {
+            if !(url.starts_with("nats://") || url.starts_with("tls://")) {
+                errors.push(format!(
+                    "`nats_url` {url:?} must look like nats://host:4222 (or tls://host:4222)"
+                ));
+            }
+            let pg = self
+                .database_url
+                .as_deref()
+                .is_some_and(|u| u.starts_with("postgres://") || u.starts_with("postgresql://"));
+            if !pg {
+                errors.push(
+                    "`nats_url` needs a PostgreSQL `database_url`: replicas must share one \
+                     database (a SQLite file belongs to one hub)"
+                        .to_string(),
+                );
+            }
         }
         for o in &self.allowed_origins {
             if !(o.starts_with("http://") || o.starts_with("https://")) {

@@ -88,12 +88,18 @@ impl From<StoreError> for ApiError {
     }
 }
 
-fn is_unavailable(e: &sqlx_error::Error) -> bool {
+/// Whether the database is away (down, restarting, unreachable) rather than refusing this
+/// request: PostgreSQL's SQLSTATE classes 08 (connection), 53 (resources) and 57 (operator
+/// intervention: shutting down, restarting).
+pub fn is_unavailable(e: &sqlx_error::Error) -> bool {
     use sqlx_error::Error::*;
-    matches!(
-        e,
-        Io(_) | PoolTimedOut | PoolClosed | WorkerCrashed | Tls(_)
-    )
+    match e {
+        Io(_) | PoolTimedOut | PoolClosed | WorkerCrashed | Tls(_) | Protocol(_) => true,
+        Database(db) => db
+            .code()
+            .is_some_and(|c| ["08", "53", "57"].iter().any(|class| c.starts_with(class))),
+        _ => false,
+    }
 }
 
 /// Re-exported so the hub never names sqlx types in handlers.

@@ -15,6 +15,7 @@ pub mod live;
 pub mod origin;
 pub mod pages;
 pub mod ratelimit;
+pub mod replica;
 pub mod routes;
 pub mod selfmon;
 pub mod settings;
@@ -58,8 +59,8 @@ pub enum HubError {
     },
     #[error("cannot load the TLS certificate or key: {0}")]
     Tls(std::io::Error),
-    #[error("{0}")]
-    Unsupported(String),
+    #[error("cannot use the NATS server: {0} (check nats_url)")]
+    Nats(String),
     #[error("server error: {0}")]
     Serve(std::io::Error),
 }
@@ -67,11 +68,7 @@ pub enum HubError {
 /// Opens the store the configuration names (creating the data directory if needed).
 pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, HubError> {
     match config.database_url.as_deref() {
-        Some(url) if url.starts_with("sqlite:") => Ok(Arc::new(SqliteStore::open_url(url).await?)),
-        Some(_) => Err(HubError::Unsupported(
-            "PostgreSQL is not supported by this build yet; use sqlite: or leave database_url unset"
-                .into(),
-        )),
+        Some(url) => Ok(vitals_store::open(url).await?),
         None => {
             std::fs::create_dir_all(&config.data_dir).map_err(|source| HubError::DataDir {
                 path: config.data_dir.display().to_string(),
@@ -176,10 +173,10 @@ pub async fn start_with_store(
         writer,
         agents: Arc::new(AgentRegistry::default()),
         limits: Limits {
-            pair_create: ratelimit::KeyedLimiter::new(1.0 / 6.0, 10.0),
-            pair_poll: ratelimit::KeyedLimiter::new(0.5, 3.0),
-            pair_guess: ratelimit::KeyedLimiter::new(0.1, 5.0),
-            login: ratelimit::KeyedLimiter::new(1.0 / 6.0, 10.0),
+            pair_create: ratelimit::SharedLimiter::new("pair_create", 1.0 / 6.0, 10.0, &store),
+            pair_poll: ratelimit::SharedLimiter::new("pair_poll", 0.5, 3.0, &store),
+            pair_guess: ratelimit::SharedLimiter::new("pair_guess", 0.1, 5.0, &store),
+            login: ratelimit::SharedLimiter::new("login", 1.0 / 6.0, 10.0, &store),
             batches: ratelimit::KeyedLimiter::new(rate, burst),
         },
         shutdown: shutdown.clone(),
@@ -188,6 +185,7 @@ pub async fn start_with_store(
         started: Instant::now(),
         live,
         alerts: alerts::Alerts::new(),
+        replicas: replica::Replicas::new(),
         config,
     });
 
@@ -195,7 +193,7 @@ pub async fn start_with_store(
         let token = auth::new_token("");
         let hash = routes::accounts::hex(&auth::hash_token(&token));
         store
-            .meta_set(routes::accounts::SETUP_TOKEN_KEY, &hash)
+            .meta_set(&routes::accounts::setup_key(&*store, &hash), &hash)
             .await?;
         let url = format!("{public_url}/setup?token={token}");
         tracing::info!("no users yet: create the first admin at {url}");
@@ -204,6 +202,9 @@ pub async fn start_with_store(
         (None, None)
     };
 
+    replica::spawn(&state)
+        .await
+        .map_err(|e| HubError::Nats(e.to_string()))?;
     spawn_background(&state);
     spawn_rollups(&state);
     live::spawn(&state);
@@ -281,7 +282,11 @@ fn spawn_background(state: &AppState) {
             let _ = st.store.purge_sessions(now).await;
             // Expired codes answer 410 for an hour, then `not_found`.
             let _ = st.store.purge_device_codes(now - 3_600_000).await;
-            if n.is_multiple_of(120) {
+            if st.store.shared() {
+                let _ = st.store.rate_purge(now - 3_600_000).await;
+            }
+            // Replicas: one at a time runs retention (a database lease).
+            if n.is_multiple_of(120) && replica::lease(&st, "retention").await {
                 retention(&st).await;
             }
             n += 1;
@@ -302,7 +307,9 @@ fn spawn_rollups(state: &AppState) {
                 _ = tick.tick() => {}
                 _ = st.shutdown.cancelled() => return,
             }
-            roll_up(&st).await;
+            if replica::lease(&st, "rollups").await {
+                roll_up(&st).await;
+            }
         }
     });
 }

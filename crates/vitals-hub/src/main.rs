@@ -38,9 +38,13 @@ struct Global {
     /// Folder for the database (default ./vitals-data).
     #[arg(long, global = true, value_name = "DIR")]
     data_dir: Option<PathBuf>,
-    /// sqlite:PATH (default: DATA_DIR/vitals.db).
+    /// sqlite:PATH (default: DATA_DIR/vitals.db) or postgres://USER@HOST/DB, which several
+    /// hub replicas can share (see --nats-url).
     #[arg(long, global = true, value_name = "URL")]
     database_url: Option<String>,
+    /// nats://HOST:4222: replicas on one PostgreSQL database share live updates through it.
+    #[arg(long, global = true, value_name = "URL")]
+    nats_url: Option<String>,
     /// URL users reach the hub at, used in printed links.
     #[arg(long, global = true, value_name = "URL")]
     public_url: Option<String>,
@@ -107,6 +111,22 @@ enum Command {
         format: Option<FormatArg>,
         /// The file to read.
         file: PathBuf,
+    },
+    /// Copy everything from a SQLite hub into PostgreSQL (users, tokens, devices, samples,
+    /// rollups, alerts, settings), with a progress bar. Idempotent and resumable: run it
+    /// again after an interruption, or to catch up, and only what is missing is added.
+    /// Stop the SQLite hub first (or copy again after stopping it).
+    ///
+    /// Example:
+    ///   vitals-hub migrate --from sqlite:vitals-data/vitals.db --to postgres://vitals@db/vitals
+    Migrate {
+        /// The SQLite database: sqlite:PATH.
+        #[arg(long, value_name = "URL")]
+        from: String,
+        /// The PostgreSQL database: postgres://USER@HOST/DB (its schema is created or
+        /// upgraded first).
+        #[arg(long, value_name = "URL")]
+        to: String,
     },
 }
 
@@ -181,6 +201,9 @@ fn load_config(g: &Global) -> Result<Config> {
     }
     if let Some(v) = &g.database_url {
         flags.set("database_url", v.as_str());
+    }
+    if let Some(v) = &g.nats_url {
+        flags.set("nats_url", v.as_str());
     }
     if let Some(v) = &g.public_url {
         flags.set("public_url", v.as_str());
@@ -329,6 +352,7 @@ async fn main() -> Result<()> {
             eprintln!("exported {written} samples of {} ({})", dev.name, dev.id);
             Ok(())
         }
+        Command::Migrate { from, to } => migrate(&from, &to).await,
         Command::Import {
             device,
             format,
@@ -412,13 +436,55 @@ async fn find_device(store: &dyn Store, key: &str) -> Result<Device> {
     }
 }
 
+/// `vitals-hub migrate`: one progress bar per table, then a summary.
+async fn migrate(from: &str, to: &str) -> Result<()> {
+    if !from.starts_with("sqlite:") {
+        bail!("--from must be a SQLite URL like sqlite:vitals-data/vitals.db (got {from:?})");
+    }
+    if !(to.starts_with("postgres://") || to.starts_with("postgresql://")) {
+        bail!("--to must be a PostgreSQL URL like postgres://user@host/db (got {to:?})");
+    }
+    let mut bar: Option<(String, indicatif::ProgressBar)> = None;
+    let mut progress = |step: &str, done: u64, total: u64| {
+        if bar.as_ref().is_none_or(|(s, _)| s != step) {
+            if let Some((_, b)) = bar.take() {
+                b.finish();
+            }
+            let b = progress_bar("rows");
+            b.set_message(step.to_string());
+            b.set_prefix(step.to_string());
+            bar = Some((step.to_string(), b));
+        }
+        if let Some((_, b)) = &bar {
+            b.set_length(total);
+            b.set_position(done);
+        }
+    };
+    let report = vitals_store::copy::run(from, to, &mut progress)
+        .await
+        .context("migration stopped; run the same command again to resume")?;
+    if let Some((_, b)) = bar.take() {
+        b.finish();
+    }
+    for (table, seen, added) in &report.tables {
+        eprintln!("{table:>18}: {seen} read, {added} added");
+    }
+    eprintln!(
+        "done: {} rows added; running it again adds nothing new",
+        report.added()
+    );
+    Ok(())
+}
+
 /// A progress bar on standard error (drawn only on a terminal).
 fn progress_bar(unit: &str) -> indicatif::ProgressBar {
     let pb = indicatif::ProgressBar::new(0);
     let template = if unit == "bytes" {
         "{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} ({eta})".to_string()
     } else {
-        format!("{{spinner}} [{{elapsed_precise}}] {{wide_bar}} {{pos}}/{{len}} {unit} ({{eta}})")
+        format!(
+            "{{spinner}} {{prefix}} [{{elapsed_precise}}] {{wide_bar}} {{pos}}/{{len}} {unit} ({{eta}})"
+        )
     };
     if let Ok(style) = indicatif::ProgressStyle::with_template(&template) {
         pb.set_style(style);

@@ -1,6 +1,7 @@
 //! Keyed token buckets for rate limits (pairing polls and guesses per source IP, sign-in
 //! attempts, agent batches per device). Memory is bounded: when the map grows past its cap,
-//! buckets that are full again (idle keys) are dropped.
+//! buckets that are full again (idle keys) are dropped. Limits a client must meet whichever
+//! replica it reaches ([`SharedLimiter`]) live in the database when it is shared.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -58,6 +59,63 @@ impl KeyedLimiter {
             Err(Duration::from_secs_f64(
                 (need - *tokens) / self.rate_per_sec,
             ))
+        }
+    }
+}
+
+/// A limit kept in the database when several replicas share it (PostgreSQL), else in memory.
+/// If the database cannot answer, this replica's memory limits alone.
+pub struct SharedLimiter {
+    name: &'static str,
+    rate_per_sec: f64,
+    burst: f64,
+    local: KeyedLimiter,
+    store: Option<std::sync::Arc<dyn vitals_store::Store>>,
+}
+
+impl SharedLimiter {
+    /// `name` prefixes the keys in the database.
+    pub fn new(
+        name: &'static str,
+        rate_per_sec: f64,
+        burst: f64,
+        store: &std::sync::Arc<dyn vitals_store::Store>,
+    ) -> Self {
+        Self {
+            name,
+            rate_per_sec,
+            burst,
+            local: KeyedLimiter::new(rate_per_sec, burst),
+            store: store.shared().then(|| std::sync::Arc::clone(store)),
+        }
+    }
+
+    /// Takes one token for `key`, or says how long until one is available.
+    pub async fn check(&self, key: &str) -> Result<(), Duration> {
+        self.take(key, 1.0).await
+    }
+
+    /// Whether `key` has a token, without taking it.
+    pub async fn peek(&self, key: &str) -> Result<(), Duration> {
+        self.take(key, 0.0).await
+    }
+
+    async fn take(&self, key: &str, cost: f64) -> Result<(), Duration> {
+        let Some(store) = &self.store else {
+            return self.local.take(key, cost);
+        };
+        let shared_key = format!("{}:{key}", self.name);
+        let now = crate::now_ms();
+        match store
+            .rate_take(&shared_key, self.rate_per_sec, self.burst, cost, now)
+            .await
+        {
+            Ok(None) => Ok(()),
+            Ok(Some(ms)) => Err(Duration::from_millis(ms.max(0) as u64)),
+            Err(e) => {
+                tracing::warn!(error = %e, limit = self.name, "shared rate limit unavailable; using this replica's");
+                self.local.take(key, cost)
+            }
         }
     }
 }

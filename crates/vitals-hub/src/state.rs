@@ -14,7 +14,7 @@ use vitals_store::Store;
 
 use crate::config::Config;
 use crate::ingest::writer::Writer;
-use crate::ratelimit::KeyedLimiter;
+use crate::ratelimit::{KeyedLimiter, SharedLimiter};
 use crate::settings::Settings;
 
 /// A committed sample as live views get it: the sample and its JSON, serialised once.
@@ -62,6 +62,19 @@ pub enum LiveEvent {
     App(Arc<crate::live::appstore::AppChange>),
     /// An alert fired, changed or resolved: `{type:"alert", alert}` for `/ws/live`.
     Alert(Arc<str>),
+    /// An event another replica published (through NATS, see [`crate::replica`]): applied
+    /// like a local one, never forwarded again.
+    Remote(Box<LiveEvent>),
+}
+
+impl LiveEvent {
+    /// The event itself, whichever replica it came from.
+    pub fn local(self) -> LiveEvent {
+        match self {
+            LiveEvent::Remote(inner) => inner.local(),
+            other => other,
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -75,10 +88,10 @@ impl Deref for AppState {
 }
 
 pub struct Limits {
-    pub pair_create: KeyedLimiter,
-    pub pair_poll: KeyedLimiter,
-    pub pair_guess: KeyedLimiter,
-    pub login: KeyedLimiter,
+    pub pair_create: SharedLimiter,
+    pub pair_poll: SharedLimiter,
+    pub pair_guess: SharedLimiter,
+    pub login: SharedLimiter,
     pub batches: KeyedLimiter,
 }
 
@@ -100,6 +113,8 @@ pub struct Inner {
     pub live: Arc<crate::live::Live>,
     /// The alert engine and notification delivery.
     pub alerts: crate::alerts::Alerts,
+    /// The other replicas on the same database (NATS), if any.
+    pub replicas: crate::replica::Replicas,
 }
 
 impl AppState {

@@ -25,6 +25,10 @@ pub const ROLLUP_BUCKETS: &str = "vitals_rollup_buckets_total";
 pub const ROLLUP_LATE: &str = "vitals_rollup_late_samples_total";
 pub const RETENTION_DELETED: &str = "vitals_retention_deleted_total";
 pub const COMPACTED: &str = "vitals_compacted_samples_total";
+pub const REPLICA_EVENTS: &str = "vitals_replica_events_total";
+pub const REPLICA_CONNECTED: &str = "vitals_replica_nats_connected";
+pub const REPLICA_LAG: &str = "vitals_replica_event_lag_seconds";
+pub const LEASES_HELD: &str = "vitals_leases_held";
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
@@ -44,6 +48,12 @@ pub fn handle() -> Option<PrometheusHandle> {
                     b.set_buckets_for_metric(
                         Matcher::Full(COMMIT_BATCHES.to_string()),
                         &[1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0],
+                    )
+                })
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full(REPLICA_LAG.to_string()),
+                        &[0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0],
                     )
                 });
             let builder = match builder {
@@ -76,6 +86,23 @@ fn describe() {
     );
     describe_counter!(RETENTION_DELETED, "Rows dropped by retention, by tier");
     describe_counter!(COMPACTED, "Raw samples moved into compressed column blocks");
+    describe_counter!(
+        REPLICA_EVENTS,
+        "Live events exchanged with other replicas over NATS, by direction"
+    );
+    describe_gauge!(
+        REPLICA_CONNECTED,
+        "1 while NATS is connected (replicas only)"
+    );
+    describe_histogram!(
+        REPLICA_LAG,
+        Unit::Seconds,
+        "Time from another replica publishing a live event to this one applying it"
+    );
+    describe_gauge!(
+        LEASES_HELD,
+        "Singleton jobs this replica runs now, by lease"
+    );
     describe_counter!(REJECTED_BATCHES, "Agent batches rejected, by reason");
     describe_gauge!(CONNECTED_AGENTS, "Agents connected over WebSocket");
     describe_gauge!(CONNECTED_VIEWERS, "Viewers connected over WebSocket");

@@ -42,7 +42,9 @@ const QUEUE: usize = 8192;
 enum Msg {
     Samples {
         device_id: String,
-        device_name: String,
+        /// None for samples another replica received (the engine knows the device's name
+        /// from the database).
+        device_name: Option<String>,
         samples: Vec<MetricSample>,
     },
     Reload(oneshot::Sender<()>),
@@ -59,6 +61,9 @@ pub struct Alerts {
     rx: std::sync::Mutex<Option<mpsc::Receiver<Msg>>>,
     kick: Notify,
     channels: RwLock<HashMap<String, Channel>>,
+    /// Whether this replica holds the `alerts` lease (always, for a hub on its own): only
+    /// the holder evaluates rules and delivers notifications.
+    holding: std::sync::atomic::AtomicBool,
 }
 
 impl Default for Alerts {
@@ -75,6 +80,7 @@ impl Alerts {
             rx: std::sync::Mutex::new(Some(rx)),
             kick: Notify::new(),
             channels: RwLock::new(HashMap::new()),
+            holding: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -85,10 +91,35 @@ impl Alerts {
             .tx
             .send(Msg::Samples {
                 device_id: device_id.to_string(),
-                device_name: device_name.to_string(),
+                device_name: Some(device_name.to_string()),
                 samples,
             })
             .await;
+    }
+
+    /// Hands samples another replica committed to the engine (only while this one holds
+    /// the `alerts` lease; see [`crate::replica`]).
+    pub async fn observe_remote(&self, device_id: &str, samples: Vec<MetricSample>) {
+        let _ = self
+            .tx
+            .send(Msg::Samples {
+                device_id: device_id.to_string(),
+                device_name: None,
+                samples,
+            })
+            .await;
+    }
+
+    /// Records whether this replica holds the `alerts` lease; true if that changed.
+    pub(crate) fn set_holding(&self, held: bool) -> bool {
+        self.holding
+            .swap(held, std::sync::atomic::Ordering::Relaxed)
+            != held
+    }
+
+    /// Whether this replica evaluates alerts now.
+    pub fn holding(&self) -> bool {
+        self.holding.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Reloads rules, channels and windows from the store; returns once applied.
@@ -349,29 +380,10 @@ pub fn spawn(state: &AppState) {
 }
 
 async fn run_engine(state: AppState, mut rx: mpsc::Receiver<Msg>) {
-    let mut engine = Engine::new(
-        crate::now_ms(),
-        Box::new(|| uuid::Uuid::new_v4().to_string()),
-    );
     if let Err(e) = sync_builtin_rules(&state).await {
         tracing::warn!(error = %e, "could not create the default alert rules");
     }
-    let mut step = load_devices(&state, &mut engine).await;
-    merge(&mut step, reload(&state, &mut engine).await);
-    persist(&state, step).await;
-    match state.store.alert_states().await {
-        Ok(rows) => {
-            let stale = engine.restore(rows);
-            if !stale.is_empty() {
-                let w = AlertWrite {
-                    states: stale.into_iter().map(|k| (k, None)).collect(),
-                    ..AlertWrite::default()
-                };
-                let _ = state.store.alert_apply(&w).await;
-            }
-        }
-        Err(e) => tracing::error!(error = %e, "could not restore alert states"),
-    }
+    let mut engine = take_over(&state).await;
     let mut events = state.events.subscribe();
     let mut devices_dirty = false;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -402,6 +414,16 @@ async fn run_engine(state: AppState, mut rx: mpsc::Receiver<Msg>) {
                 }
             }
             _ = tick.tick() => {
+                // Replicas: only the lease holder evaluates. A replica that gains the lease
+                // starts from the states the last holder committed.
+                let was = state.alerts.holding();
+                let now = crate::replica::lease(&state, "alerts").await;
+                if now && !was {
+                    engine = take_over(&state).await;
+                }
+                if !now {
+                    continue;
+                }
                 // Device changes are applied at most once a second (a fleet being
                 // provisioned sends one event per device).
                 let mut step = Step::default();
@@ -412,7 +434,7 @@ async fn run_engine(state: AppState, mut rx: mpsc::Receiver<Msg>) {
                 merge(&mut step, engine.tick(crate::now_ms()));
                 persist(&state, step).await;
             }
-            ev = events.recv() => match ev {
+            ev = events.recv() => match ev.map(LiveEvent::local) {
                 Ok(LiveEvent::DevicesChanged)
                 | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => devices_dirty = true,
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
@@ -432,6 +454,44 @@ async fn run_engine(state: AppState, mut rx: mpsc::Receiver<Msg>) {
         }
     }
     tracing::debug!("alert engine stopped");
+}
+
+/// Rules, channels or windows were edited: this replica reloads them, and so do the others.
+pub async fn rules_changed(state: &AppState) {
+    state.alerts.reload().await;
+    state
+        .replicas
+        .announce(crate::replica::Control::AlertRules)
+        .await;
+}
+
+/// A fresh engine with rules, devices and the states the database holds (this replica has
+/// just started or gained the `alerts` lease).
+async fn take_over(state: &AppState) -> Engine {
+    let mut engine = Engine::new(
+        crate::now_ms(),
+        Box::new(|| uuid::Uuid::new_v4().to_string()),
+    );
+    if !crate::replica::lease(state, "alerts").await {
+        return engine;
+    }
+    let mut step = load_devices(state, &mut engine).await;
+    merge(&mut step, reload(state, &mut engine).await);
+    persist(state, step).await;
+    match state.store.alert_states().await {
+        Ok(rows) => {
+            let stale = engine.restore(rows);
+            if !stale.is_empty() {
+                let w = AlertWrite {
+                    states: stale.into_iter().map(|k| (k, None)).collect(),
+                    ..AlertWrite::default()
+                };
+                let _ = state.store.alert_apply(&w).await;
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "could not restore alert states"),
+    }
+    engine
 }
 
 /// An answer to an API call, sent once the step it caused is committed.
@@ -455,13 +515,16 @@ impl Reply {
 
 async fn handle(state: &AppState, engine: &mut Engine, m: Msg, step: &mut Step) -> Option<Reply> {
     match m {
+        Msg::Samples { .. } if !state.alerts.holding() => None,
         Msg::Samples {
             device_id,
             device_name,
             samples,
         } => {
             let started = std::time::Instant::now();
-            engine.note_device(&device_id, &device_name);
+            if let Some(name) = device_name {
+                engine.note_device(&device_id, &name);
+            }
             engine.observe(&device_id, &samples, crate::now_ms(), step);
             let spent = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
             let rules = engine
@@ -634,6 +697,9 @@ async fn run_delivery(state: AppState) {
             _ = state.alerts.kick.notified() => {}
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
             _ = state.shutdown.cancelled() => return,
+        }
+        if !state.alerts.holding() {
+            continue;
         }
         loop {
             let due = match state.store.alert_outbox_due(crate::now_ms(), 16).await {

@@ -477,34 +477,22 @@ impl AppStore {
         store: Arc<dyn Store>,
         events: broadcast::Sender<LiveEvent>,
     ) -> Result<AppStore, StoreError> {
-        let rows = store.app_records().await?;
-        let mut data = AppData {
-            buckets: BUCKETS.iter().map(|_| BucketData::default()).collect(),
-            next_seq: 1,
-        };
-        for r in rows {
-            let Ok(b) = bucket_index(&r.bucket) else {
-                continue;
-            };
-            let fields: Map<String, Value> = serde_json::from_str(&r.data)
-                .map_err(|e| StoreError::Corrupt(format!("app record {}: {e}", r.id)))?;
-            data.next_seq = data.next_seq.max(r.seq + 1);
-            let rec = Record::new(
-                &BUCKETS[b],
-                Arc::from(r.id),
-                r.seq,
-                r.version,
-                r.created_at,
-                fields,
-            );
-            data.buckets[b].put(&BUCKETS[b], Arc::new(rec));
-        }
+        let data = load(&*store).await?;
         Ok(AppStore {
             data: RwLock::new(data),
             write: tokio::sync::Mutex::new(()),
             store,
             events,
         })
+    }
+
+    /// Reads every record again (another replica committed some), in turn with this
+    /// replica's own writes.
+    pub async fn refresh(&self) -> Result<(), StoreError> {
+        let _w = self.write.lock().await;
+        let data = load(&*self.store).await?;
+        *self.data.write().unwrap_or_else(|p| p.into_inner()) = data;
+        Ok(())
     }
 
     /// Runs `f` on the data under the read lock (never held across an await).
@@ -584,6 +572,33 @@ impl AppStore {
         }
         total
     }
+}
+
+/// Every app record in the store, indexed.
+async fn load(store: &dyn Store) -> Result<AppData, StoreError> {
+    let rows = store.app_records().await?;
+    let mut data = AppData {
+        buckets: BUCKETS.iter().map(|_| BucketData::default()).collect(),
+        next_seq: 1,
+    };
+    for r in rows {
+        let Ok(b) = bucket_index(&r.bucket) else {
+            continue;
+        };
+        let fields: Map<String, Value> = serde_json::from_str(&r.data)
+            .map_err(|e| StoreError::Corrupt(format!("app record {}: {e}", r.id)))?;
+        data.next_seq = data.next_seq.max(r.seq + 1);
+        let rec = Record::new(
+            &BUCKETS[b],
+            Arc::from(r.id),
+            r.seq,
+            r.version,
+            r.created_at,
+            fields,
+        );
+        data.buckets[b].put(&BUCKETS[b], Arc::new(rec));
+    }
+    Ok(data)
 }
 
 type Plan = (Vec<AppWrite>, Vec<Applied>, Vec<OpResult>, AppChange);

@@ -1034,7 +1034,7 @@ pub async fn run(state: AppState) {
         }
         let mut reload = false;
         for ev in events {
-            match ev {
+            match ev.map(LiveEvent::local) {
                 Ok(LiveEvent::Samples { device_id, samples }) => {
                     if !live
                         .registry
@@ -1051,6 +1051,7 @@ pub async fn run(state: AppState) {
                 Ok(LiveEvent::DevicesChanged) => reload = true,
                 Ok(LiveEvent::App(change)) => live.registry.on_app(&change),
                 Ok(LiveEvent::Alert(json)) => live.registry.on_alert(&json),
+                Ok(LiveEvent::Remote(_)) => {} // unwrapped by `local`
                 Err(RecvError::Lagged(n)) => {
                     tracing::warn!(
                         missed = n,

@@ -331,6 +331,7 @@ impl Conn {
             .limits
             .login
             .check(&format!("live-login:{}", self.id))
+            .await
             .is_err()
         {
             return Err(OpError::new(

@@ -15,6 +15,17 @@ use crate::state::AppState;
 
 pub const SETUP_TOKEN_KEY: &str = "setup_token_hash";
 
+/// Where the setup token with this hash is kept: one key for a hub on its own (a restart
+/// replaces the link); one per link on a shared database, so each replica's printed link
+/// works (the first admin is still created once).
+pub fn setup_key(store: &dyn vitals_store::Store, hash: &str) -> String {
+    if store.shared() {
+        format!("{SETUP_TOKEN_KEY}:{hash}")
+    } else {
+        SETUP_TOKEN_KEY.to_string()
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SetupBody {
@@ -37,7 +48,7 @@ pub async fn setup(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     ApiJson(body): ApiJson<SetupBody>,
 ) -> ApiResult<Response> {
-    if let Err(wait) = state.limits.login.check(&peer.ip().to_string()) {
+    if let Err(wait) = state.limits.login.check(&peer.ip().to_string()).await {
         return Err(ApiError::too_many(
             retry_secs(wait),
             "too many attempts; wait and retry",
@@ -46,7 +57,8 @@ pub async fn setup(
     auth::check_username(&body.username)?;
     auth::check_password(&body.password)?;
     let hash = hex(&auth::hash_token(&body.token));
-    let stored = state.store.meta_get(SETUP_TOKEN_KEY).await?;
+    let key = setup_key(&*state.store, &hash);
+    let stored = state.store.meta_get(&key).await?;
     if stored
         .as_deref()
         .is_none_or(|s| !auth::constant_time_eq(s.as_bytes(), hash.as_bytes()))
@@ -72,7 +84,7 @@ pub async fn setup(
             "an admin already exists; sign in instead",
         ));
     };
-    state.store.meta_take(SETUP_TOKEN_KEY, &hash).await?;
+    state.store.meta_take(&key, &hash).await?;
     tracing::info!(user = %user.username, "first admin created");
     start_session(&state, user, StatusCode::CREATED).await
 }
@@ -95,7 +107,7 @@ pub async fn login(
     ApiJson(body): ApiJson<LoginBody>,
 ) -> ApiResult<Response> {
     let ip = peer.ip().to_string();
-    if let Err(wait) = state.limits.login.peek(&ip) {
+    if let Err(wait) = state.limits.login.peek(&ip).await {
         return Err(ApiError::too_many(
             retry_secs(wait),
             "too many failed sign-ins from this address; wait and retry",
@@ -117,7 +129,7 @@ pub async fn login(
     match (ok, user) {
         (true, Some(user)) => start_session(&state, user, StatusCode::OK).await,
         _ => {
-            let _ = state.limits.login.check(&ip);
+            let _ = state.limits.login.check(&ip).await;
             Err(ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "invalid_credentials",

@@ -51,7 +51,7 @@ async fn store_rule(state: &AppState, r: &Rule) -> ApiResult<()> {
         .store
         .alert_doc_put("rule", &r.id, &json, r.updated_at)
         .await?;
-    state.alerts.reload().await;
+    crate::alerts::rules_changed(state).await;
     Ok(())
 }
 
@@ -126,7 +126,7 @@ pub async fn delete_rule(
     if !state.store.alert_doc_delete("rule", &id).await? {
         return Err(ApiError::not_found("alert rule"));
     }
-    state.alerts.reload().await;
+    crate::alerts::rules_changed(&state).await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -187,7 +187,7 @@ pub async fn create_channel(
         .store
         .alert_doc_put("channel", &c.id, &json, c.created_at)
         .await?;
-    state.alerts.reload().await;
+    crate::alerts::rules_changed(&state).await;
     tracing::info!(channel = %c.id, kind = c.config.kind(), "notification channel created");
     Ok((StatusCode::CREATED, ApiJson(c.redacted(true))))
 }
@@ -213,7 +213,7 @@ pub async fn delete_channel(
     if !state.store.alert_doc_delete("channel", &id).await? {
         return Err(ApiError::not_found("notification channel"));
     }
-    state.alerts.reload().await;
+    crate::alerts::rules_changed(&state).await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -280,7 +280,13 @@ pub async fn ack_alert(
     Path(id): Path<String>,
 ) -> ApiResult<impl IntoResponse> {
     let by = a.0.name.clone();
-    if let Some(e) = state.alerts.ack(&id, &by).await {
+    // Replicas: the one evaluating alerts holds the firing ones.
+    let firing = if state.alerts.holding() || !state.replicas.enabled() {
+        state.alerts.ack(&id, &by).await
+    } else {
+        state.replicas.forward_ack(&id, &by).await
+    };
+    if let Some(e) = firing {
         return Ok(ApiJson(e));
     }
     // Not firing: acknowledge the stored (resolved) event.
@@ -336,7 +342,7 @@ pub async fn create_window(
         .store
         .alert_doc_put("window", &w.id, &json, now)
         .await?;
-    state.alerts.reload().await;
+    crate::alerts::rules_changed(&state).await;
     Ok((StatusCode::CREATED, ApiJson(w)))
 }
 
@@ -349,7 +355,7 @@ pub async fn delete_window(
     if !state.store.alert_doc_delete("window", &id).await? {
         return Err(ApiError::not_found("maintenance window"));
     }
-    state.alerts.reload().await;
+    crate::alerts::rules_changed(&state).await;
     Ok(StatusCode::NO_CONTENT)
 }
 

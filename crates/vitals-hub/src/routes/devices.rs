@@ -192,6 +192,7 @@ pub async fn delete(
     find(&state, &id).await?;
     state.agents.revoke(&id);
     state.store.delete_device(&id).await?;
+    announce_revoked(&state, &id).await;
     let _ = state.events.send(LiveEvent::DevicesChanged);
     tracing::info!(device = %id, "device deleted");
     Ok(StatusCode::NO_CONTENT)
@@ -211,8 +212,17 @@ pub async fn rotate_token(
         .set_device_token(&id, &auth::hash_token(&token))
         .await?;
     let closed = state.agents.revoke(&id);
+    announce_revoked(&state, &id).await;
     tracing::info!(device = %id, closed, "device token rotated");
     Ok(ApiJson(json!({"deviceId": id, "token": token})))
+}
+
+/// Other replicas close the device's agent connections too.
+async fn announce_revoked(state: &AppState, id: &str) {
+    let control = crate::replica::Control::Revoke {
+        device_id: id.to_string(),
+    };
+    state.replicas.announce(control).await;
 }
 
 /// `GET /api/devices/{id}/state`: latest system info, processes and interfaces (seed 002).

@@ -125,12 +125,20 @@ async fn api_not_found() -> ApiError {
 /// `GET /healthz`: 200 when the database answers, 503 otherwise.
 async fn healthz(State(state): State<AppState>) -> Response {
     match state.store.ping().await {
-        Ok(()) => (
-            StatusCode::OK,
-            axum::Json(json!({"status": "ok", "backend": state.store.backend(),
-                "uptimeSec": state.started.elapsed().as_secs()})),
-        )
-            .into_response(),
+        Ok(()) => {
+            let mut body = json!({"status": "ok", "backend": state.store.backend(),
+                "uptimeSec": state.started.elapsed().as_secs()});
+            if state.replicas.enabled() {
+                body["replica"] = json!(state.replicas.id);
+                body["nats"] = json!(if state.replicas.connected() {
+                    "connected"
+                } else {
+                    "disconnected"
+                });
+                body["alerts"] = json!(state.alerts.holding());
+            }
+            (StatusCode::OK, axum::Json(body)).into_response()
+        }
         Err(e) => {
             tracing::warn!(error = %e, "health check failed");
             (
@@ -187,8 +195,12 @@ async fn post_settings(
         .any(|k| k.starts_with("alerts.") || k.starts_with("devices."))
     {
         crate::alerts::sync_builtin_rules(&state).await?;
-        state.alerts.reload().await;
+        crate::alerts::rules_changed(&state).await;
     }
+    state
+        .replicas
+        .announce(crate::replica::Control::Settings)
+        .await;
     tracing::info!(keys = ?values.keys().collect::<Vec<_>>(), "settings updated");
     Ok(ApiJson(state.settings().as_json()))
 }

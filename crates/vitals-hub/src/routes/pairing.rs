@@ -46,7 +46,7 @@ pub async fn create_code(
     ApiJson(body): ApiJson<DeviceCodeRequest>,
 ) -> ApiResult<Response> {
     let ip = peer.ip().to_string();
-    if let Err(wait) = state.limits.pair_create.check(&ip) {
+    if let Err(wait) = state.limits.pair_create.check(&ip).await {
         return Err(ApiError::too_many(
             retry_secs(wait),
             "too many pairing codes requested from this address; wait and retry",
@@ -110,8 +110,8 @@ fn status(code: StatusCode, s: &str) -> Response {
 }
 
 /// Takes a guess token for answers that reveal nothing (unknown code), so guessing stops.
-fn guessed(state: &AppState, ip: &str) -> Response {
-    let _ = state.limits.pair_guess.check(ip);
+async fn guessed(state: &AppState, ip: &str) -> Response {
+    let _ = state.limits.pair_guess.check(ip).await;
     status(StatusCode::NOT_FOUND, "not_found")
 }
 
@@ -123,20 +123,20 @@ pub async fn poll_token(
     Query(q): Query<TokenQuery>,
 ) -> ApiResult<Response> {
     let ip = peer.ip().to_string();
-    if let Err(wait) = state.limits.pair_guess.peek(&ip) {
+    if let Err(wait) = state.limits.pair_guess.peek(&ip).await {
         return Err(ApiError::too_many(
             retry_secs(wait),
             "too many unknown codes from this address; wait and retry",
         ));
     }
-    if let Err(wait) = state.limits.pair_poll.check(&ip) {
+    if let Err(wait) = state.limits.pair_poll.check(&ip).await {
         return Err(ApiError::too_many(
             retry_secs(wait),
             "poll at most every 2 seconds",
         ));
     }
     let Some(code) = q.code.as_deref().and_then(normalize_code) else {
-        return Ok(guessed(&state, &ip));
+        return Ok(guessed(&state, &ip).await);
     };
     let token = auth::new_token(auth::DEVICE_TOKEN_PREFIX);
     let outcome = state
@@ -155,7 +155,7 @@ pub async fn poll_token(
         }
         ClaimOutcome::Pending => status(StatusCode::NOT_FOUND, "pending"),
         ClaimOutcome::Expired => status(StatusCode::GONE, "expired"),
-        ClaimOutcome::NotFound => guessed(&state, &ip),
+        ClaimOutcome::NotFound => guessed(&state, &ip).await,
     })
 }
 

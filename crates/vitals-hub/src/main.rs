@@ -114,8 +114,8 @@ enum Command {
     },
     /// Copy everything from a SQLite hub into PostgreSQL (users, tokens, devices, samples,
     /// rollups, alerts, settings), with a progress bar. Idempotent and resumable: run it
-    /// again after an interruption, or to catch up, and only what is missing is added.
-    /// Stop the SQLite hub first (or copy again after stopping it).
+    /// again after an interruption and only what is missing is added. Stop the SQLite hub
+    /// first, and start no hub on the PostgreSQL database until the copy is done.
     ///
     /// Example:
     ///   vitals-hub migrate --from sqlite:vitals-data/vitals.db --to postgres://vitals@db/vitals

@@ -27,6 +27,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use tokio::sync::broadcast::error::RecvError;
 use vitals_proto::MetricSample;
 
@@ -38,8 +39,15 @@ use crate::state::{AppState, LiveEvent, LiveSample};
 pub const LIVE_SUBJECT: &str = "vitals.live";
 /// Subject of alert acknowledgements forwarded to the replica evaluating alerts.
 pub const ACK_SUBJECT: &str = "vitals.alerts.ack";
-/// Largest message a replica accepts from NATS (a batch of 1,000 samples fits).
+/// Largest message a replica accepts from NATS (NATS's own default limit is 1 MiB).
 pub const MAX_EVENT_BYTES: usize = 8 * 1024 * 1024;
+/// A replica gathers its events for this long into one NATS message, so the others wake
+/// once per message rather than once per sample.
+const GATHER: Duration = Duration::from_millis(5);
+/// A NATS message is sent once its events reach this size (under NATS's 1 MiB default).
+const MESSAGE_BYTES: usize = 256 * 1024;
+/// Most samples one event may carry (an agent batch holds at most 1,000).
+const MAX_SAMPLES_PER_EVENT: usize = 1000;
 /// The device-state kinds a remote replica may announce.
 const STATE_KINDS: [&str; 3] = ["system-info", "processes", "network-interfaces"];
 
@@ -55,38 +63,45 @@ pub enum Control {
     AlertRules,
 }
 
-/// One message on [`LIVE_SUBJECT`].
-#[derive(Debug, Serialize, Deserialize)]
+/// One message on [`LIVE_SUBJECT`]: the events a replica published in a few milliseconds.
+#[derive(Debug, Deserialize)]
 struct Envelope {
     /// The replica that sent it (its own messages are skipped).
     from: String,
     /// Unix ms when it was sent (for the cross-replica latency histogram).
     at: i64,
-    body: Body,
+    bodies: Vec<Body>,
 }
 
+/// One event. Samples, state and alerts travel as the JSON the sending replica already
+/// made for its own viewers, so the receiver parses each sample once and serialises nothing.
+/// (Externally tagged: serde cannot read raw JSON inside an internally tagged enum.)
 #[derive(Debug, Serialize, Deserialize)]
-#[serde(tag = "t", rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
 enum Body {
     Samples {
         device_id: String,
-        samples: Vec<MetricSample>,
+        samples: Vec<Box<RawValue>>,
     },
     State {
         device_id: String,
         kind: String,
-        json: String,
+        json: Box<RawValue>,
     },
     DevicesChanged,
     App {
         change: AppChange,
     },
     Alert {
-        json: String,
+        json: Box<RawValue>,
     },
     Control {
         control: Control,
     },
+}
+
+fn raw(json: &str) -> Option<Box<RawValue>> {
+    RawValue::from_string(json.to_string()).ok()
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -135,20 +150,38 @@ impl Replicas {
     }
 
     async fn publish(&self, body: Body) {
+        if let Ok(b) = serde_json::to_vec(&body) {
+            self.publish_encoded(&[b]).await;
+        }
+    }
+
+    /// Sends encoded bodies as one envelope (`{"from","at","bodies":[...]}`).
+    async fn publish_encoded(&self, bodies: &[Vec<u8>]) {
         let Some(client) = self.client.get() else {
             return;
         };
-        let env = Envelope {
-            from: self.id.clone(),
-            at: crate::now_ms(),
-            body,
-        };
-        let Ok(bytes) = serde_json::to_vec(&env) else {
+        if bodies.is_empty() {
             return;
-        };
-        metrics::counter!(crate::telemetry::REPLICA_EVENTS, "direction" => "out").increment(1);
-        if let Err(e) = client.publish(LIVE_SUBJECT, bytes.into()).await {
-            tracing::debug!(error = %e, "could not publish a live event to NATS");
+        }
+        let head = format!(
+            r#"{{"from":"{}","at":{},"bodies":["#,
+            self.id,
+            crate::now_ms()
+        );
+        let mut msg =
+            Vec::with_capacity(head.len() + bodies.iter().map(Vec::len).sum::<usize>() + 8);
+        msg.extend_from_slice(head.as_bytes());
+        for (i, b) in bodies.iter().enumerate() {
+            if i > 0 {
+                msg.push(b',');
+            }
+            msg.extend_from_slice(b);
+        }
+        msg.extend_from_slice(b"]}");
+        metrics::counter!(crate::telemetry::REPLICA_EVENTS, "direction" => "out")
+            .increment(bodies.len() as u64);
+        if let Err(e) = client.publish(LIVE_SUBJECT, msg.into()).await {
+            tracing::warn!(error = %e, "could not publish live events to NATS; other replicas re-read their views when it recovers");
         }
     }
 
@@ -215,10 +248,19 @@ fn on_connection_event(state: &AppState, event: async_nats::Event) {
             if !was {
                 tracing::info!("NATS connected");
             }
-            // Whatever the others sent while we were away: every view is read again.
+            // Whatever the others sent while we were away: every view, the settings, the
+            // alert rules and the app store are read again.
             let _ = state
                 .events
                 .send(LiveEvent::Remote(Box::new(LiveEvent::DevicesChanged)));
+            let st = state.clone();
+            tokio::spawn(async move {
+                control_received(&st, Control::Settings).await;
+                control_received(&st, Control::AlertRules).await;
+                if let Err(e) = st.live.app.refresh().await {
+                    tracing::warn!(error = %e, "could not re-read the app store");
+                }
+            });
         }
         async_nats::Event::Disconnected | async_nats::Event::Closed => {
             state.replicas.connected.store(false, Ordering::Relaxed);
@@ -229,47 +271,79 @@ fn on_connection_event(state: &AppState, event: async_nats::Event) {
     }
 }
 
-/// Forwards this replica's own bus events to NATS.
+/// Forwards this replica's own bus events to NATS, gathered for [`GATHER`] into messages of
+/// at most [`MESSAGE_BYTES`].
 async fn forward(state: AppState) {
     let mut rx = state.events.subscribe();
+    let mut pending: Vec<Vec<u8>> = Vec::new();
+    let mut size = 0usize;
     loop {
-        let ev = tokio::select! {
+        let first = tokio::select! {
             ev = rx.recv() => ev,
             _ = state.shutdown.cancelled() => return,
         };
-        let body = match ev {
-            Ok(LiveEvent::Remote(_)) => continue,
-            Ok(LiveEvent::Samples { device_id, samples }) => Body::Samples {
-                device_id,
-                samples: samples.iter().map(|l| l.sample.clone()).collect(),
-            },
-            Ok(LiveEvent::State {
-                device_id,
-                kind,
-                json,
-            }) => Body::State {
-                device_id,
-                kind: kind.to_string(),
-                json: json.to_string(),
-            },
-            Ok(LiveEvent::DevicesChanged) => Body::DevicesChanged,
-            Ok(LiveEvent::App(change)) => Body::App {
-                change: (*change).clone(),
-            },
-            Ok(LiveEvent::Alert(json)) => Body::Alert {
-                json: json.to_string(),
-            },
-            Err(RecvError::Lagged(n)) => {
-                tracing::warn!(
-                    missed = n,
-                    "NATS forwarding fell behind; other replicas re-read their views"
-                );
-                Body::DevicesChanged
+        let deadline = tokio::time::Instant::now() + GATHER;
+        let mut next = Some(first);
+        while let Some(ev) = next.take() {
+            if matches!(ev, Err(RecvError::Closed)) {
+                return;
             }
-            Err(RecvError::Closed) => return,
-        };
-        state.replicas.publish(body).await;
+            if let Some(body) = encode(ev) {
+                if size + body.len() > MESSAGE_BYTES {
+                    state.replicas.publish_encoded(&pending).await;
+                    pending.clear();
+                    size = 0;
+                }
+                size += body.len();
+                pending.push(body);
+            }
+            next = tokio::time::timeout_at(deadline, rx.recv()).await.ok();
+        }
+        state.replicas.publish_encoded(&pending).await;
+        pending.clear();
+        size = 0;
     }
+}
+
+/// One bus event as an encoded [`Body`]; None for what is not forwarded.
+fn encode(ev: Result<LiveEvent, RecvError>) -> Option<Vec<u8>> {
+    let body = match ev {
+        Ok(LiveEvent::Remote(_)) | Err(RecvError::Closed) => return None,
+        Ok(LiveEvent::Samples { device_id, samples }) => Body::Samples {
+            device_id,
+            samples: samples.iter().filter_map(|l| raw(&l.json)).collect(),
+        },
+        Ok(LiveEvent::State {
+            device_id,
+            kind,
+            json,
+        }) => Body::State {
+            device_id,
+            kind: kind.to_string(),
+            json: raw(&json)?,
+        },
+        Ok(LiveEvent::DevicesChanged) => Body::DevicesChanged,
+        Ok(LiveEvent::App(change)) => Body::App {
+            change: (*change).clone(),
+        },
+        Ok(LiveEvent::Alert(json)) => Body::Alert { json: raw(&json)? },
+        Err(RecvError::Lagged(n)) => {
+            tracing::warn!(
+                missed = n,
+                "NATS forwarding fell behind; other replicas re-read their views"
+            );
+            Body::DevicesChanged
+        }
+    };
+    let bytes = serde_json::to_vec(&body).ok()?;
+    if bytes.len() > MESSAGE_BYTES {
+        tracing::warn!(
+            bytes = bytes.len(),
+            "a live event too large for NATS was not forwarded"
+        );
+        return None;
+    }
+    Some(bytes)
 }
 
 /// Applies the other replicas' events to this replica.
@@ -294,25 +368,42 @@ async fn receive(state: AppState, mut sub: async_nats::Subscriber) {
         if env.from == state.replicas.id {
             continue;
         }
-        metrics::counter!(crate::telemetry::REPLICA_EVENTS, "direction" => "in").increment(1);
-        let lag = (crate::now_ms() - env.at).max(0) as f64 / 1000.0;
+        metrics::counter!(crate::telemetry::REPLICA_EVENTS, "direction" => "in")
+            .increment(env.bodies.len() as u64);
+        let lag = crate::now_ms().saturating_sub(env.at).max(0) as f64 / 1000.0;
         metrics::histogram!(crate::telemetry::REPLICA_LAG).record(lag);
-        apply(&state, env.body).await;
+        // The app store is read again once per message, however many changes it carries.
+        let mut app_refreshed = false;
+        for body in env.bodies {
+            apply(&state, body, &mut app_refreshed).await;
+        }
     }
 }
 
-async fn apply(state: &AppState, body: Body) {
+async fn apply(state: &AppState, body: Body, app_refreshed: &mut bool) {
     let ev = match body {
         Body::Samples { device_id, samples } => {
+            let samples: Vec<LiveSample> = samples
+                .into_iter()
+                .take(MAX_SAMPLES_PER_EVENT)
+                .filter_map(|raw| {
+                    let sample = serde_json::from_str::<MetricSample>(raw.get()).ok()?;
+                    Some(LiveSample {
+                        sample,
+                        json: Arc::from(raw.get()),
+                    })
+                })
+                .collect();
+            if samples.is_empty() {
+                return;
+            }
             if state.alerts.holding() {
-                state
-                    .alerts
-                    .observe_remote(&device_id, samples.clone())
-                    .await;
+                let plain = samples.iter().map(|l| l.sample.clone()).collect();
+                state.alerts.observe_remote(&device_id, plain).await;
             }
             LiveEvent::Samples {
                 device_id,
-                samples: Arc::new(samples.into_iter().map(LiveSample::new).collect()),
+                samples: Arc::new(samples),
             }
         }
         Body::State {
@@ -326,18 +417,21 @@ async fn apply(state: &AppState, body: Body) {
             LiveEvent::State {
                 device_id,
                 kind,
-                json: Arc::from(json),
+                json: Arc::from(json.get()),
             }
         }
         Body::DevicesChanged => LiveEvent::DevicesChanged,
         Body::App { change } => {
             // The other replica committed app records: read them, then update views.
-            if let Err(e) = state.live.app.refresh().await {
-                tracing::warn!(error = %e, "could not re-read the app store");
+            if !*app_refreshed {
+                *app_refreshed = true;
+                if let Err(e) = state.live.app.refresh().await {
+                    tracing::warn!(error = %e, "could not re-read the app store");
+                }
             }
             LiveEvent::App(Arc::new(change))
         }
-        Body::Alert { json } => LiveEvent::Alert(Arc::from(json)),
+        Body::Alert { json } => LiveEvent::Alert(Arc::from(json.get())),
         Body::Control { control } => {
             control_received(state, control).await;
             return;

@@ -387,15 +387,23 @@ async fn kill_9_moves_agents_and_alerting_to_the_other_replica() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(kinds(&got), vec!["firing"], "no repeat after the take-over");
     seq += 1;
-    agent
+    let m = agent
         .send_batch(seq, vec![sample("host-k", later + 4000, 10.0)])
         .await;
+    assert!(matches!(m, HubMessage::Ack { stored: 1, .. }), "{m:?}");
     let deadline = Instant::now() + Duration::from_secs(10);
     while kinds(&got).len() < 2 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(kinds(&got), vec!["firing", "resolved"]);
+    let (_, alerts) = admin_b.get("/api/alerts").await;
+    let (_, log) = admin_b.get("/api/alert-deliveries").await;
+
+    assert_eq!(
+        kinds(&got),
+        vec!["firing", "resolved"],
+        "alerts {alerts}, deliveries {log}"
+    );
 }
 
 /// A TCP proxy to PostgreSQL that can be cut (every connection closed, new ones refused).
@@ -532,9 +540,10 @@ async fn database_away_answers_503_acks_nothing_and_recovers() {
 async fn migrate_copies_a_sqlite_hub_once() {
     let Some((db, _)) = services() else { return };
     let db = fresh_schema(&db).await;
-    // A populated SQLite hub: an admin, a token, a device with samples, a setting.
+    // A populated SQLite hub: an admin, a token, a device with samples, a setting, and a
+    // simulated device (no token: NULL columns).
     let dir = tempfile::tempdir().expect("dir");
-    let hub = HubProcess::spawn(Path::new(BIN), dir.path(), "127.0.0.1:0", &[]);
+    let hub = HubProcess::spawn(Path::new(BIN), dir.path(), "127.0.0.1:0", &["--demo", "1"]);
     let admin = ApiClient::setup(&hub.url, &setup_token(&hub), "admin", PASSWORD)
         .await
         .expect("setup");
@@ -564,21 +573,31 @@ async fn migrate_copies_a_sqlite_hub_once() {
         .post("/api/settings", json!({"retention.rawDays": 9}))
         .await;
     assert_eq!(s, 200);
+    let stats_path = format!("/api/stats/{device}?from={base}&to={}", base + 3_000_000);
+    let (s, stats) = admin.get(&stats_path).await;
+    assert_eq!(s, 200, "{stats}");
     drop(agent);
     let mut hub = hub;
     assert!(hub.terminate(), "stopped cleanly");
     let from = format!("sqlite:{}", dir.path().join("vitals.db").display());
-    let run = || {
-        std::process::Command::new(BIN)
-            .args(["migrate", "--from", &from, "--to", &db])
-            .output()
-            .expect("migrate runs")
+    let migrate = || {
+        let mut c = std::process::Command::new(BIN);
+        c.args(["migrate", "--from", &from, "--to", &db]);
+        c
     };
-    let first = run();
+    // Interrupted (kill -9 at some point of the copy), then run to the end, then again.
+    let mut cut = migrate()
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("migrate starts");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let _ = cut.kill();
+    let _ = cut.wait();
+    let first = migrate().output().expect("migrate runs");
     let err = String::from_utf8_lossy(&first.stderr);
     assert!(first.status.success(), "{err}");
-    assert!(err.contains("samples: 3000 read, 3000 added"), "{err}");
-    let second = run();
+    assert!(err.contains("samples:"), "{err}");
+    let second = migrate().output().expect("migrate runs");
     let err2 = String::from_utf8_lossy(&second.stderr);
     assert!(second.status.success(), "{err2}");
     assert!(err2.contains("done: 0 rows added"), "{err2}");
@@ -598,6 +617,32 @@ async fn migrate_copies_a_sqlite_hub_once() {
     assert_eq!(ts.iter().collect::<BTreeSet<_>>().len(), 3000);
     let (_, settings) = api.get("/api/settings").await;
     assert_eq!(settings["retention.rawDays"], 9, "{settings}");
+    let (_, pg_stats) = api.get(&stats_path).await;
+    assert_eq!(pg_stats["samples"], 3000, "{pg_stats}");
+    // Exact figures match; p95 may come from the rollups' sketches on one side (1 %).
+    let want = stats["series"].as_object().expect("series");
+    let got = &pg_stats["series"];
+    assert_eq!(want.len(), got.as_object().map_or(0, |o| o.len()));
+    for (name, w) in want {
+        let g = &got[name];
+        for f in ["count", "min", "max"] {
+            assert_eq!(w[f], g[f], "{name} {f}");
+        }
+        let close = |f: &str, tol: f64| {
+            let (a, b) = (
+                w[f].as_f64().expect("number"),
+                g[f].as_f64().expect("number"),
+            );
+            assert!(
+                (a - b).abs() <= tol * a.abs().max(1.0),
+                "{name} {f}: {a} vs {b}"
+            );
+        };
+        close("avg", 1e-9);
+        close("p95", 0.03);
+    }
+    let (_, devices) = api.get("/api/devices").await;
+    assert!(devices.to_string().contains("simulated"), "{devices}");
     let (s, _) = api.get("/api/auth/me").await;
     assert_eq!(s, 200);
 }

@@ -1,6 +1,8 @@
 //! Copies a SQLite hub's database into PostgreSQL (`vitals-hub migrate`), idempotent and
 //! resumable: every row is inserted with `ON CONFLICT DO NOTHING`, so a second run, or a run
-//! after an interrupted one, adds only what is missing.
+//! after an interrupted one, adds only what is missing (rows already copied are not updated:
+//! stop the SQLite hub before copying). The copy holds the target's `rollups` and
+//! `retention` leases, so it refuses to run while a hub works on the target.
 //!
 //! Order matters, and is fixed:
 //! 1. accounts, devices, pairing codes, state, settings, app store and alerts, table by
@@ -10,8 +12,8 @@
 //!    matches;
 //! 3. only then the rollup tiers and their marks, as stored. Samples copied before the marks
 //!    exist are plain new samples; copied after, they would count as late and be rolled up a
-//!    second time, so a resumed run whose marks are already there copies no more samples
-//!    below them (`insert_batches` stores a replay once either way).
+//!    second time. So the samples step records its end in the target's `meta`
+//!    (`migrate.samples_done`), and a resumed run past it copies no samples again.
 
 use std::collections::HashMap;
 
@@ -42,6 +44,8 @@ const BEFORE_SAMPLES: &[&str] = &[
 const AFTER_SAMPLES: &[&str] = &["rollups", "rollup_blocks", "rollup_late", "rollup_marks"];
 /// Rows per read and per insert.
 const CHUNK: i64 = 2000;
+/// The target's `meta` key set once every sample is copied.
+const SAMPLES_DONE: &str = "migrate.samples_done";
 
 /// What the copy is doing, for a progress bar: `(step, done, total)` where `step` names a
 /// table or `samples`.
@@ -100,12 +104,21 @@ pub async fn sqlite_to_postgres(
     dst_pool: &PgPool,
     progress: Progress<'_>,
 ) -> Result<CopyReport> {
+    for lease in ["rollups", "retention"] {
+        if !dst.try_lease(lease).await? {
+            return Err(StoreError::Config(
+                "a hub is running on the target database (it holds the rollup or retention \
+                 lease); stop it, then run the migration again"
+                    .into(),
+            ));
+        }
+    }
     let mut report = CopyReport::default();
     for t in BEFORE_SAMPLES {
         let (seen, added) = copy_table(src_pool, dst_pool, t, progress).await?;
         report.tables.push((t.to_string(), seen, added));
     }
-    let (seen, added) = copy_samples(src, dst, dst_pool, progress).await?;
+    let (seen, added) = copy_samples(src, dst, progress).await?;
     report.tables.push(("samples".into(), seen, added));
     for t in AFTER_SAMPLES {
         let (seen, added) = copy_table(src_pool, dst_pool, t, progress).await?;
@@ -118,7 +131,6 @@ pub async fn sqlite_to_postgres(
 async fn copy_samples(
     src: &dyn Store,
     dst: &dyn Store,
-    dst_pool: &PgPool,
     progress: Progress<'_>,
 ) -> Result<(u64, u64)> {
     let seqs = src.device_seqs().await?;
@@ -126,15 +138,13 @@ async fn copy_samples(
     for &seq in &seqs {
         total += src.count_samples(seq).await?.max(0) as u64;
     }
-    // Marks already copied: this is a resumed run past the samples step.
-    let marked: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM rollup_marks")
-        .fetch_one(dst_pool)
-        .await?;
+    // A resumed run past the samples step copies none again (the marks may be there).
+    let done = dst.meta_get(SAMPLES_DONE).await?.is_some();
     let (mut seen, mut added) = (0u64, 0u64);
     progress("samples", 0, total);
     for seq in seqs {
         let have = src.count_samples(seq).await?;
-        if marked > 0 || dst.count_samples(seq).await? >= have {
+        if done || dst.count_samples(seq).await? >= have {
             seen += have.max(0) as u64;
             progress("samples", seen, total);
             continue;
@@ -161,6 +171,7 @@ async fn copy_samples(
             cursor = last + 1;
         }
     }
+    dst.meta_set(SAMPLES_DONE, "1").await?;
     Ok((seen, added))
 }
 
@@ -227,6 +238,11 @@ async fn copy_table(
 ) -> Result<(u64, u64)> {
     let keys = key_columns(src, table).await?;
     let types = pg_types(dst, table).await?;
+    if let Some(bad) = keys.iter().find(|k| !types.contains_key(*k)) {
+        return Err(StoreError::Corrupt(format!(
+            "the SQLite table {table} is keyed by {bad:?}, which PostgreSQL does not have"
+        )));
+    }
     let total: i64 =
         sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM {table}")))
             .fetch_one(src)
@@ -258,11 +274,18 @@ async fn copy_table(
         if rows.is_empty() {
             break;
         }
+        // Only columns the target knows (a crafted file cannot name others), quoted.
         let columns: Vec<String> = rows[0]
             .columns()
             .iter()
             .map(|c| c.name().to_string())
             .collect();
+        if let Some(bad) = columns.iter().find(|c| !types.contains_key(*c)) {
+            return Err(StoreError::Corrupt(format!(
+                "the SQLite table {table} has a column {bad:?} PostgreSQL does not; \
+                 are both written by the same Vitals version?"
+            )));
+        }
         let mut values = Vec::with_capacity(rows.len());
         for r in &rows {
             let vals = (0..columns.len())
@@ -298,9 +321,10 @@ async fn insert_rows(
     .bind(table)
     .fetch_optional(dst)
     .await?;
+    let quoted: Vec<String> = columns.iter().map(|c| format!("\"{c}\"")).collect();
     let mut qb = sqlx::QueryBuilder::<sqlx::Postgres>::new(format!(
         "INSERT INTO {table} ({}) {}",
-        columns.join(", "),
+        quoted.join(", "),
         if identity.is_some() {
             "OVERRIDING SYSTEM VALUE "
         } else {
@@ -316,6 +340,12 @@ async fn insert_rows(
             for (v, c) in row.iter().zip(columns) {
                 let ty = types.get(c).map(String::as_str).unwrap_or("");
                 match (v.clone(), ty) {
+                    // A NULL of the column's own type (PostgreSQL checks it).
+                    (Val::Null, "bytea") => b.push_bind(None::<Vec<u8>>),
+                    (Val::Null, "text") => b.push_bind(None::<String>),
+                    (Val::Null, "double precision" | "real") => b.push_bind(None::<f64>),
+                    (Val::Null, "boolean") => b.push_bind(None::<bool>),
+                    (Val::Null, "integer") => b.push_bind(None::<i32>),
                     (Val::Null, _) => b.push_bind(None::<i64>),
                     (Val::Int(x), "boolean") => b.push_bind(x != 0),
                     (Val::Int(x), "integer") => b.push_bind(i32::try_from(x).unwrap_or(i32::MAX)),

@@ -383,9 +383,12 @@ async fn run_engine(state: AppState, mut rx: mpsc::Receiver<Msg>) {
     if let Err(e) = sync_builtin_rules(&state).await {
         tracing::warn!(error = %e, "could not create the default alert rules");
     }
-    let mut engine = take_over(&state).await;
+    // Whether this task's engine holds the states (the `alerts` lease was taken by it; the
+    // delivery task may take the lease first, so the shared flag does not say).
+    let (mut engine, mut evaluating) = take_over(&state).await;
     let mut events = state.events.subscribe();
     let mut devices_dirty = false;
+    let mut ticks: u64 = 0;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
@@ -393,7 +396,7 @@ async fn run_engine(state: AppState, mut rx: mpsc::Receiver<Msg>) {
             m = rx.recv() => {
                 let Some(m) = m else { break };
                 let mut step = Step::default();
-                let mut reply = handle(&state, &mut engine, m, &mut step).await;
+                let mut reply = handle(&state, &mut engine, evaluating, m, &mut step).await;
                 // Evaluate what arrives in the next PERSIST_WINDOW into the same step, so one
                 // commit carries the state changes of many batches; a step with something to
                 // notify, or an API call, is committed at once.
@@ -402,7 +405,7 @@ async fn run_engine(state: AppState, mut rx: mpsc::Receiver<Msg>) {
                 while reply.is_none() && step.notices.is_empty() && n < 4096 {
                     match tokio::time::timeout_at(deadline, rx.recv()).await {
                         Ok(Some(m)) => {
-                            reply = handle(&state, &mut engine, m, &mut step).await;
+                            reply = handle(&state, &mut engine, evaluating, m, &mut step).await;
                             n += 1;
                         }
                         _ => break,
@@ -416,18 +419,23 @@ async fn run_engine(state: AppState, mut rx: mpsc::Receiver<Msg>) {
             _ = tick.tick() => {
                 // Replicas: only the lease holder evaluates. A replica that gains the lease
                 // starts from the states the last holder committed.
-                let was = state.alerts.holding();
                 let now = crate::replica::lease(&state, "alerts").await;
-                if now && !was {
-                    engine = take_over(&state).await;
+                if now != evaluating {
+                    // Gained: start from the states the last holder committed. Lost:
+                    // whatever this engine held is the new holder's now; never persist it.
+                    (engine, evaluating) = take_over(&state).await;
                 }
-                if !now {
+                if !evaluating {
                     continue;
                 }
+                ticks += 1;
                 // Device changes are applied at most once a second (a fleet being
-                // provisioned sends one event per device).
+                // provisioned sends one event per device). With replicas, devices (and
+                // their last contact) are also read from the database every 10 s, so a
+                // device whose samples reach another replica is never taken for offline
+                // when NATS loses events.
                 let mut step = Step::default();
-                if devices_dirty {
+                if devices_dirty || (state.replicas.enabled() && ticks.is_multiple_of(10)) {
                     devices_dirty = false;
                     step = load_devices(&state, &mut engine).await;
                 }
@@ -445,7 +453,7 @@ async fn run_engine(state: AppState, mut rx: mpsc::Receiver<Msg>) {
                 let mut step = Step::default();
                 let mut replies = Vec::new();
                 while let Ok(m) = rx.try_recv() {
-                    replies.extend(handle(&state, &mut engine, m, &mut step).await);
+                    replies.extend(handle(&state, &mut engine, evaluating, m, &mut step).await);
                 }
                 persist(&state, step).await;
                 replies.into_iter().for_each(Reply::send);
@@ -467,13 +475,13 @@ pub async fn rules_changed(state: &AppState) {
 
 /// A fresh engine with rules, devices and the states the database holds (this replica has
 /// just started or gained the `alerts` lease).
-async fn take_over(state: &AppState) -> Engine {
+async fn take_over(state: &AppState) -> (Engine, bool) {
     let mut engine = Engine::new(
         crate::now_ms(),
         Box::new(|| uuid::Uuid::new_v4().to_string()),
     );
     if !crate::replica::lease(state, "alerts").await {
-        return engine;
+        return (engine, false);
     }
     let mut step = load_devices(state, &mut engine).await;
     merge(&mut step, reload(state, &mut engine).await);
@@ -491,7 +499,7 @@ async fn take_over(state: &AppState) -> Engine {
         }
         Err(e) => tracing::error!(error = %e, "could not restore alert states"),
     }
-    engine
+    (engine, true)
 }
 
 /// An answer to an API call, sent once the step it caused is committed.
@@ -513,9 +521,15 @@ impl Reply {
     }
 }
 
-async fn handle(state: &AppState, engine: &mut Engine, m: Msg, step: &mut Step) -> Option<Reply> {
+async fn handle(
+    state: &AppState,
+    engine: &mut Engine,
+    evaluating: bool,
+    m: Msg,
+    step: &mut Step,
+) -> Option<Reply> {
     match m {
-        Msg::Samples { .. } if !state.alerts.holding() => None,
+        Msg::Samples { .. } if !evaluating => None,
         Msg::Samples {
             device_id,
             device_name,
@@ -536,6 +550,11 @@ async fn handle(state: &AppState, engine: &mut Engine, m: Msg, step: &mut Step) 
             metrics::counter!(crate::telemetry::ALERT_EVALUATIONS)
                 .increment((samples.len() * rules) as u64);
             None
+        }
+        Msg::Reload(reply) if !evaluating => {
+            // Not evaluating: only the channels matter (for the test-send route).
+            let _ = load_channels(state).await;
+            Some(Reply::Reload(reply))
         }
         Msg::Reload(reply) => {
             let s = reload(state, engine).await;
@@ -698,10 +717,8 @@ async fn run_delivery(state: AppState) {
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
             _ = state.shutdown.cancelled() => return,
         }
-        if !state.alerts.holding() {
-            continue;
-        }
-        loop {
+        // Each round checks the lease again, so a replica that lost it stops sending.
+        while crate::replica::lease(&state, "alerts").await {
             let due = match state.store.alert_outbox_due(crate::now_ms(), 16).await {
                 Ok(d) => d,
                 Err(e) => {

@@ -281,7 +281,8 @@ pub async fn ack_alert(
 ) -> ApiResult<impl IntoResponse> {
     let by = a.0.name.clone();
     // Replicas: the one evaluating alerts holds the firing ones.
-    let firing = if state.alerts.holding() || !state.replicas.enabled() {
+    let local = state.alerts.holding() || !state.replicas.enabled();
+    let firing = if local {
         state.alerts.ack(&id, &by).await
     } else {
         state.replicas.forward_ack(&id, &by).await
@@ -295,6 +296,18 @@ pub async fn ack_alert(
         .alert_event(&id)
         .await?
         .ok_or_else(|| ApiError::not_found("alert"))?;
+    if row.active && !local {
+        // Firing, but the replica evaluating alerts did not answer: writing the row here
+        // would be undone by its next commit.
+        return Err(ApiError {
+            retry_after_secs: Some(3),
+            ..ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "the replica evaluating alerts did not answer (is NATS up?); retry in a few seconds",
+            )
+        });
+    }
     let mut e: AlertEvent = serde_json::from_str(&row.data).map_err(ApiError::internal)?;
     if e.acked_at.is_none() {
         e.acked_at = Some(crate::now_ms());

@@ -7,9 +7,10 @@ Workloads, each on a fresh database (`vitals_bench` on the local PostgreSQL):
      acknowledged) through one replica, then split over two replicas (500 devices each).
      Reports samples/s, p99 ack latency, and CPU seconds per 1,000 samples spent in the hubs
      and in PostgreSQL (every postgres process, backends and background workers) separately.
-  2. live: 1,000 agents x 1 Hz, all on replica A, with a /ws/live viewer on replica B (and
-     one on A): cross-replica push latency (sample timestamp at send -> arrival on B), and
-     B's CPU, which is only the cost of applying A's events, per sample, against A's.
+  2. live: 1,000 agents x 1 Hz, all on replica A. Run once with a /ws/live viewer on replica
+     B: cross-replica push latency (sample timestamp at send -> arrival on B). Run once with
+     no viewer: B's CPU is then only the cost of applying A's events, compared per sample
+     with A's ingest cost.
   3. ceiling on PostgreSQL: 1,000 agents sending k samples per second each (one replica),
      k growing while p99 ack latency stays under 1 s.
 On one 2-core machine the replicas, PostgreSQL and the load generator share cores, so
@@ -129,17 +130,19 @@ def backfill(replicas, seconds):
         stop(hubs)
 
 
-def live(measure):
+def live(measure, watch):
     tok = fresh_db()
     a, b = start(2)
     try:
         time.sleep(2)
         cb0, pg0 = cpu_s(b.pid), postgres_cpu_s()
         t0 = time.monotonic()
-        run = lg(["--hub", "http://127.0.0.1:7171", "--token", tok, "--agents", "1000",
-                  "--samples-per-batch", "1", "--warmup", "10", "--measure", str(measure),
-                  "--hub-pid", str(a.pid), "--prefix", "lv", "--watch", "http://127.0.0.1:7172"],
-                 measure + 300)
+        args = ["--hub", "http://127.0.0.1:7171", "--token", tok, "--agents", "1000",
+                "--samples-per-batch", "1", "--warmup", "10", "--measure", str(measure),
+                "--hub-pid", str(a.pid), "--prefix", "lv"]
+        if watch:
+            args += ["--watch", "http://127.0.0.1:7172"]
+        run = lg(args, measure + 300)
         # B's own CPU over the same measured window (after provisioning and warm-up).
         time.sleep(12)
         cb1 = cpu_s(b.pid)
@@ -151,7 +154,7 @@ def live(measure):
         a_cpu_s = out["hub_cpu_pct_core"] / 100 * measure
         b_cpu_s = cb2 - cb1
         return {
-            "agents_on_a": 1000, "viewer_on_b": out["watch"],
+            "agents_on_a": 1000, "viewer_on_b": out["watch"] if watch else None,
             "ack_ms_p50": out["ack_ms_p50"], "ack_ms_p99": out["ack_ms_p99"],
             "a_cpu_pct_core": out["hub_cpu_pct_core"],
             "b_cpu_pct_core": round(100 * b_cpu_s / (measure - 1), 2),
@@ -189,17 +192,23 @@ def main():
     ap.add_argument("--seconds", type=int, default=900, help="history per device (backfill)")
     ap.add_argument("--measure", type=int, default=60)
     ap.add_argument("--ceiling", default="10,20,30,40")
+    ap.add_argument("--only", default="backfill,live,ceiling",
+                    help="which parts to run (comma-separated)")
     a = ap.parse_args()
+    parts = a.only.split(",")
     res = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
            "postgres": subprocess.run(["psql", ADMIN_DB, "-Atc", "show server_version"],
                                       capture_output=True, text=True).stdout.strip()}
-    for n in (1, 2):
+    for n in (1, 2) if "backfill" in parts else ():
         res[f"backfill_{n}_replica"] = r = backfill(n, a.seconds)
         print(json.dumps({k: v for k, v in r.items() if k != "loadgen"}), flush=True)
-    res["live_cross_replica"] = r = live(a.measure)
-    print(json.dumps({k: v for k, v in r.items() if k != "loadgen"}), flush=True)
+    if "live" in parts:
+        res["live_viewer_on_b"] = r = live(a.measure, True)
+        print(json.dumps({k: v for k, v in r.items() if k != "loadgen"}), flush=True)
+        res["live_no_viewer"] = r = live(a.measure, False)
+        print(json.dumps({k: v for k, v in r.items() if k != "loadgen"}), flush=True)
     steps = [int(x) for x in a.ceiling.split(",") if x]
-    if steps:
+    if steps and "ceiling" in parts:
         res["ceiling_1_replica"] = ceiling(steps)
     os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
     with open(a.out, "w") as f:

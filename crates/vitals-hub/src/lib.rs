@@ -202,9 +202,7 @@ pub async fn start_with_store(
         (None, None)
     };
 
-    replica::spawn(&state)
-        .await
-        .map_err(|e| HubError::Nats(e.to_string()))?;
+    replica::spawn(&state).await?;
     spawn_background(&state);
     spawn_rollups(&state);
     live::spawn(&state);

@@ -1,7 +1,7 @@
 //! Several hub replicas on one PostgreSQL database, sharing live updates through NATS.
 //!
 //! ```text
-//! replica A: bus ──> publisher ──> NATS `vitals.live` ──> subscriber (replica B) ──> B's bus
+//! replica A: bus ──> publisher ──> NATS `vitals.<cluster>.live` ──> subscriber (replica B) ──> B's bus
 //!                                                          (as LiveEvent::Remote)
 //! ```
 //!
@@ -35,15 +35,18 @@ use crate::alerts::engine::AlertEvent;
 use crate::live::appstore::AppChange;
 use crate::state::{AppState, LiveEvent, LiveSample};
 
-/// Subject of live change events.
-pub const LIVE_SUBJECT: &str = "vitals.live";
+/// Subject of live change events, after `vitals.<cluster>.` (see [`Replicas::subject`]).
+pub const LIVE_SUBJECT: &str = "live";
 /// Subject of alert acknowledgements forwarded to the replica evaluating alerts.
-pub const ACK_SUBJECT: &str = "vitals.alerts.ack";
+pub const ACK_SUBJECT: &str = "alerts.ack";
+/// The `meta` key of this database's cluster id: replicas of one database share it, so hubs
+/// of other databases on the same NATS server never hear each other.
+const CLUSTER_KEY: &str = "replica_cluster_id";
 /// Largest message a replica accepts from NATS (NATS's own default limit is 1 MiB).
 pub const MAX_EVENT_BYTES: usize = 8 * 1024 * 1024;
 /// A replica gathers its events for this long into one NATS message, so the others wake
 /// once per message rather than once per sample.
-const GATHER: Duration = Duration::from_millis(5);
+const GATHER: Duration = Duration::from_millis(10);
 /// A NATS message is sent once its events reach this size (under NATS's 1 MiB default).
 const MESSAGE_BYTES: usize = 256 * 1024;
 /// Most samples one event may carry (an agent batch holds at most 1,000).
@@ -115,6 +118,8 @@ pub struct Replicas {
     /// Random id of this process, to skip our own messages.
     pub id: String,
     client: std::sync::OnceLock<async_nats::Client>,
+    /// `vitals.<cluster id>.`: the subjects' prefix.
+    prefix: std::sync::OnceLock<String>,
     /// Whether NATS is connected now (for `/healthz` and the metrics).
     connected: AtomicBool,
 }
@@ -130,6 +135,7 @@ impl Replicas {
         Replicas {
             id: uuid::Uuid::new_v4().simple().to_string(),
             client: std::sync::OnceLock::new(),
+            prefix: std::sync::OnceLock::new(),
             connected: AtomicBool::new(false),
         }
     }
@@ -137,6 +143,12 @@ impl Replicas {
     /// Whether this hub shares live updates with other replicas.
     pub fn enabled(&self) -> bool {
         self.client.get().is_some()
+    }
+
+    /// The full subject of `name` for this database's replicas.
+    fn subject(&self, name: &str) -> String {
+        let prefix = self.prefix.get().map_or("vitals.", String::as_str);
+        format!("{prefix}{name}")
     }
 
     /// Whether NATS is connected now.
@@ -180,7 +192,7 @@ impl Replicas {
         msg.extend_from_slice(b"]}");
         metrics::counter!(crate::telemetry::REPLICA_EVENTS, "direction" => "out")
             .increment(bodies.len() as u64);
-        if let Err(e) = client.publish(LIVE_SUBJECT, msg.into()).await {
+        if let Err(e) = client.publish(self.subject(LIVE_SUBJECT), msg.into()).await {
             tracing::warn!(error = %e, "could not publish live events to NATS; other replicas re-read their views when it recovers");
         }
     }
@@ -196,7 +208,7 @@ impl Replicas {
         .ok()?;
         let reply = tokio::time::timeout(
             Duration::from_secs(2),
-            client.request(ACK_SUBJECT, body.into()),
+            client.request(self.subject(ACK_SUBJECT), body.into()),
         )
         .await
         .ok()?
@@ -207,10 +219,15 @@ impl Replicas {
 
 /// Connects to NATS (retrying in the background until it answers) and starts forwarding.
 /// Returns at once; without `nats_url` it does nothing.
-pub async fn spawn(state: &AppState) -> Result<(), async_nats::ConnectError> {
+pub async fn spawn(state: &AppState) -> Result<(), crate::HubError> {
     let Some(url) = state.config.nats_url.clone() else {
         return Ok(());
     };
+    let cluster = state
+        .store
+        .meta_init(CLUSTER_KEY, &uuid::Uuid::new_v4().simple().to_string())
+        .await?;
+    let _ = state.replicas.prefix.set(format!("vitals.{cluster}."));
     let st = state.clone();
     let client = async_nats::ConnectOptions::new()
         .name(format!("vitals-hub {}", state.replicas.id))
@@ -222,9 +239,10 @@ pub async fn spawn(state: &AppState) -> Result<(), async_nats::ConnectError> {
             async move { on_connection_event(&st, event) }
         })
         .connect(url.as_str())
-        .await?;
-    let live = client.subscribe(LIVE_SUBJECT).await;
-    let acks = client.subscribe(ACK_SUBJECT).await;
+        .await
+        .map_err(|e| crate::HubError::Nats(e.to_string()))?;
+    let live = client.subscribe(state.replicas.subject(LIVE_SUBJECT)).await;
+    let acks = client.subscribe(state.replicas.subject(ACK_SUBJECT)).await;
     let _ = state.replicas.client.set(client);
     match (live, acks) {
         (Ok(live), Ok(acks)) => {
@@ -236,7 +254,7 @@ pub async fn spawn(state: &AppState) -> Result<(), async_nats::ConnectError> {
             tracing::error!(error = %e, "cannot subscribe to NATS; live updates stay local");
         }
     }
-    tracing::info!(%url, replica = %state.replicas.id, "sharing live updates through NATS");
+    tracing::info!(%url, replica = %state.replicas.id, %cluster, "sharing live updates through NATS");
     Ok(())
 }
 

@@ -147,6 +147,35 @@ pub fn for_each_series(s: &MetricSample, mut f: impl FnMut(&str, f64)) {
     }
 }
 
+/// The few series a device card shows (`cpu`, `mem.pct`, `swap.pct`, `disk.pct`,
+/// `net.rx_bps`, `net.tx_bps`, `load.1`, `uptime`, `procs`), as [`for_each_series`] names
+/// and computes them, in that order, without walking the rest (a sample with kernel
+/// statistics has hundreds of series).
+pub fn for_each_key_series(s: &MetricSample, mut f: impl FnMut(&'static str, f64)) {
+    let mut put = |name: &'static str, v: f64| {
+        if v.is_finite() {
+            f(name, v)
+        }
+    };
+    put("cpu", s.cpu.total);
+    put("mem.pct", pct(s.mem.used, s.mem.total));
+    if let Some(sw) = &s.swap {
+        put("swap.pct", pct(sw.used, sw.total));
+    }
+    if !s.disk.is_empty() {
+        let used: f64 = s.disk.iter().map(|d| d.used).sum();
+        let total: f64 = s.disk.iter().map(|d| d.total).sum();
+        put("disk.pct", pct(used, total));
+    }
+    put("net.rx_bps", s.net.rx_bps);
+    put("net.tx_bps", s.net.tx_bps);
+    if let Some(l) = &s.load {
+        put("load.1", l.one);
+    }
+    put("uptime", s.uptime_sec);
+    put("procs", s.proc_count);
+}
+
 /// Flattens a sample for storage: its series names joined by newlines into `names` (the
 /// sample's *shape*, which a device's samples share almost always) and their values into
 /// `values`, in the same order. Both buffers are cleared first, so they can be reused.
@@ -440,6 +469,41 @@ fn itoa(mut i: usize, num: &mut [u8; 20]) -> &str {
 mod tests {
     use super::*;
     use crate::sample::*;
+
+    #[test]
+    fn key_series_are_the_flattened_ones() {
+        let s: MetricSample = serde_json::from_str(
+            r#"{"v":1,"ts":1,"hostId":"h","cpu":{"total":12.5,"perCore":[1,2]},
+            "mem":{"used":3.3,"total":7.1},"swap":{"used":1,"total":4},"load":{"one":0.5,"five":1,"fifteen":2},
+            "disk":[{"name":"/","used":5.5,"total":11},{"name":"/var","used":2.25,"total":8.5}],
+            "net":{"txBps":7,"rxBps":9},"uptimeSec":100,"procCount":42,
+            "kernel":{"pgfault":5}}"#,
+        )
+        .expect("sample");
+        let keys = [
+            "cpu",
+            "mem.pct",
+            "swap.pct",
+            "disk.pct",
+            "net.rx_bps",
+            "net.tx_bps",
+            "load.1",
+            "uptime",
+            "procs",
+        ];
+        let mut want = Vec::new();
+        for_each_series(&s, |n, v| {
+            if keys.contains(&n) {
+                want.push((n.to_string(), v.to_bits()));
+            }
+        });
+        let mut got = Vec::new();
+        for_each_key_series(&s, |n, v| got.push((n.to_string(), v.to_bits())));
+        want.sort();
+        got.sort();
+        assert_eq!(want.len(), 9);
+        assert_eq!(got, want);
+    }
 
     #[test]
     fn derivations_recompute_the_flattened_values() {

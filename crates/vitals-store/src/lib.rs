@@ -97,6 +97,9 @@ pub trait Store: Send + Sync + 'static {
 
     async fn meta_get(&self, key: &str) -> Result<Option<String>>;
     async fn meta_set(&self, key: &str, value: &str) -> Result<()>;
+    /// Stores `value` under `key` unless the key exists; returns what the key holds after
+    /// (the first writer wins, however many hubs race).
+    async fn meta_init(&self, key: &str, value: &str) -> Result<String>;
     /// Deletes the key if it holds `value`; true if it did (a compare-and-delete).
     async fn meta_take(&self, key: &str, value: &str) -> Result<bool>;
 

@@ -825,6 +825,18 @@ impl Store for PgStore {
         Ok(())
     }
 
+    async fn meta_init(&self, key: &str, value: &str) -> Result<String> {
+        sqlx::query("INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING")
+            .bind(key)
+            .bind(value)
+            .execute(&self.pool)
+            .await?;
+        Ok(sqlx::query_scalar("SELECT value FROM meta WHERE key = $1")
+            .bind(key)
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
     async fn meta_take(&self, key: &str, value: &str) -> Result<bool> {
         Ok(
             sqlx::query("DELETE FROM meta WHERE key = $1 AND value = $2")

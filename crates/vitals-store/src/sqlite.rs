@@ -423,6 +423,19 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn meta_init(&self, key: &str, value: &str) -> Result<String> {
+        let _write = self.writes.lock().await;
+        sqlx::query("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO NOTHING")
+            .bind(key)
+            .bind(value)
+            .execute(&self.pool)
+            .await?;
+        Ok(sqlx::query_scalar("SELECT value FROM meta WHERE key = ?")
+            .bind(key)
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
     async fn meta_take(&self, key: &str, value: &str) -> Result<bool> {
         let _write = self.writes.lock().await;
         Ok(sqlx::query("DELETE FROM meta WHERE key = ? AND value = ?")

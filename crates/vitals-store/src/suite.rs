@@ -622,6 +622,12 @@ pub async fn meta_compare_and_delete(s: Arc<dyn Store>) {
         s.meta_get("setup").await.expect("get").as_deref(),
         Some("abc")
     );
+    assert_eq!(s.meta_init("cluster", "a").await.expect("init"), "a");
+    assert_eq!(
+        s.meta_init("cluster", "b").await.expect("init"),
+        "a",
+        "first wins"
+    );
     assert!(!s.meta_take("setup", "wrong").await.expect("take"));
     assert!(s.meta_take("setup", "abc").await.expect("take"));
     assert!(!s.meta_take("setup", "abc").await.expect("take twice"));

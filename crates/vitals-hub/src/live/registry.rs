@@ -202,7 +202,7 @@ impl DeviceEntry {
         self.latest = Some((s.ts, Arc::clone(json)));
         self.key_values.clear();
         let mut point = [None; 4];
-        vitals_proto::series::for_each_series(s, |n, v| {
+        vitals_proto::series::for_each_key_series(s, |n, v| {
             if let Some(k) = KEY_SERIES.iter().find(|k| **k == n) {
                 self.key_values.push((k, v));
             }

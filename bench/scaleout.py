@@ -150,6 +150,11 @@ def live(measure, watch):
         cb2 = cpu_s(b.pid)
         pg1 = postgres_cpu_s()
         out = result(run)
+        # B with the same 1,000 devices and no events: its own background work.
+        time.sleep(3)
+        ci0 = cpu_s(b.pid)
+        time.sleep(30)
+        b_idle_s = (cpu_s(b.pid) - ci0) / 30
         samples = out["acked_samples_per_s"] * measure
         a_cpu_s = out["hub_cpu_pct_core"] / 100 * measure
         b_cpu_s = cb2 - cb1
@@ -161,6 +166,9 @@ def live(measure, watch):
             "a_cpu_ms_per_sample": round(1000 * a_cpu_s / samples, 4),
             "b_cpu_ms_per_remote_sample": round(1000 * b_cpu_s / (samples * (measure - 1) / measure), 4),
             "remote_over_local_cost_pct": round(100 * (b_cpu_s / (measure - 1)) / (a_cpu_s / measure), 2),
+            "b_idle_cpu_pct_core": round(100 * b_idle_s, 2),
+            "remote_events_over_local_cost_pct": round(
+                100 * (b_cpu_s / (measure - 1) - b_idle_s) / (a_cpu_s / measure), 2),
             "postgres_cpu_pct_core": round(100 * (pg1 - pg0) / (time.monotonic() - t0), 2),
             "loadgen": out,
         }

@@ -85,6 +85,11 @@ enum Body {
     Samples {
         device_id: String,
         samples: Vec<Box<RawValue>>,
+        /// Each sample's card figures, in the same order: enough for device cards,
+        /// sparklines, per-device streams and the broadcast, so the receiver parses a whole
+        /// sample only where a view or the alert engine needs every series.
+        #[serde(default)]
+        cards: Vec<Card>,
     },
     State {
         device_id: String,
@@ -101,6 +106,83 @@ enum Body {
     Control {
         control: Control,
     },
+}
+
+/// What a device card shows of a sample: `(ts, cpu, mem used, mem total, swap used/total,
+/// load 1, disks' used/total sums, rx, tx, uptime, procs)`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[allow(clippy::type_complexity)]
+struct Card(
+    i64,
+    f64,
+    f64,
+    f64,
+    Option<(f64, f64)>,
+    Option<f64>,
+    Option<(f64, f64)>,
+    f64,
+    f64,
+    f64,
+    f64,
+);
+
+impl Card {
+    fn of(s: &MetricSample) -> Card {
+        let disks = (!s.disk.is_empty()).then(|| {
+            let used: f64 = s.disk.iter().map(|d| d.used).sum();
+            let total: f64 = s.disk.iter().map(|d| d.total).sum();
+            (used, total)
+        });
+        Card(
+            s.ts,
+            s.cpu.total,
+            s.mem.used,
+            s.mem.total,
+            s.swap.as_ref().map(|w| (w.used, w.total)),
+            s.load.as_ref().map(|l| l.one),
+            disks,
+            s.net.rx_bps,
+            s.net.tx_bps,
+            s.uptime_sec,
+            s.proc_count,
+        )
+    }
+
+    /// A sample holding only the card figures (one disk standing for all): its key series
+    /// ([`vitals_proto::series::for_each_key_series`]) are the full sample's, bit for bit.
+    fn sample(&self) -> MetricSample {
+        use vitals_proto::sample::{Disk, Load, Net, Swap};
+        let Card(ts, cpu, used, total, swap, load, disks, rx, tx, uptime, procs) = self.clone();
+        let mut s = MetricSample {
+            ts,
+            uptime_sec: uptime,
+            proc_count: procs,
+            net: Net {
+                rx_bps: rx,
+                tx_bps: tx,
+            },
+            swap: swap.map(|(used, total)| Swap { used, total }),
+            load: load.map(|one| Load {
+                one,
+                five: f64::NAN,
+                fifteen: f64::NAN,
+            }),
+            disk: disks
+                .map(|(used, total)| Disk {
+                    name: "*".into(),
+                    used,
+                    total,
+                    ..Disk::default()
+                })
+                .into_iter()
+                .collect(),
+            ..MetricSample::default()
+        };
+        s.cpu.total = cpu;
+        s.mem.used = used;
+        s.mem.total = total;
+        s
+    }
 }
 
 fn raw(json: &str) -> Option<Box<RawValue>> {
@@ -327,10 +409,17 @@ async fn forward(state: AppState) {
 fn encode(ev: Result<LiveEvent, RecvError>) -> Option<Vec<u8>> {
     let body = match ev {
         Ok(LiveEvent::Remote(_)) | Err(RecvError::Closed) => return None,
-        Ok(LiveEvent::Samples { device_id, samples }) => Body::Samples {
-            device_id,
-            samples: samples.iter().filter_map(|l| raw(&l.json)).collect(),
-        },
+        Ok(LiveEvent::Samples { device_id, samples }) => {
+            let (samples, cards) = samples
+                .iter()
+                .filter_map(|l| Some((raw(&l.json)?, Card::of(&l.sample))))
+                .unzip();
+            Body::Samples {
+                device_id,
+                samples,
+                cards,
+            }
+        }
         Ok(LiveEvent::State {
             device_id,
             kind,
@@ -400,12 +489,25 @@ async fn receive(state: AppState, mut sub: async_nats::Subscriber) {
 
 async fn apply(state: &AppState, body: Body, app_refreshed: &mut bool) {
     let ev = match body {
-        Body::Samples { device_id, samples } => {
+        Body::Samples {
+            device_id,
+            samples,
+            cards,
+        } => {
+            // Every series only where it is used: by the alert engine, or by a view of this
+            // device's series; the card figures serve everything else.
+            let full = cards.len() != samples.len()
+                || state.alerts.holding()
+                || state.live.registry.needs_every_series(&device_id);
             let samples: Vec<LiveSample> = samples
                 .into_iter()
+                .zip(cards.iter().map(Some).chain(std::iter::repeat(None)))
                 .take(MAX_SAMPLES_PER_EVENT)
-                .filter_map(|raw| {
-                    let sample = serde_json::from_str::<MetricSample>(raw.get()).ok()?;
+                .filter_map(|(raw, card)| {
+                    let sample = match card {
+                        Some(c) if !full => c.sample(),
+                        _ => serde_json::from_str::<MetricSample>(raw.get()).ok()?,
+                    };
                     Some(LiveSample {
                         sample,
                         json: Arc::from(raw.get()),
@@ -511,5 +613,42 @@ async fn answer_acks(state: AppState, mut sub: async_nats::Subscriber) {
         if let (Some(client), _) = (state.replicas.client.get(), ()) {
             let _ = client.publish(reply, body.into()).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys(s: &MetricSample) -> Vec<(String, u64)> {
+        let mut v = Vec::new();
+        vitals_proto::series::for_each_key_series(s, |n, x| v.push((n.to_string(), x.to_bits())));
+        v
+    }
+
+    #[test]
+    fn a_card_gives_the_cards_figures_bit_for_bit() {
+        let s: MetricSample = serde_json::from_str(
+            r#"{"v":1,"ts":1700000000123,"hostId":"h","cpu":{"total":12.3,"perCore":[1,2]},
+            "mem":{"used":3.3e9,"total":7.1e9},"swap":{"used":1,"total":3},
+            "load":{"one":0.7,"five":1,"fifteen":2},
+            "disk":[{"name":"/","used":5.5,"total":11.1},{"name":"/var","used":2.2,"total":8.3}],
+            "net":{"txBps":7.5,"rxBps":9.25},"uptimeSec":100,"procCount":42}"#,
+        )
+        .expect("sample");
+        let card = Card::of(&s);
+        let wire: Card =
+            serde_json::from_str(&serde_json::to_string(&card).expect("json")).expect("card");
+        let back = wire.sample();
+        assert_eq!(keys(&back), keys(&s));
+        assert_eq!(back.ts, s.ts);
+        assert_eq!((back.mem.used, back.mem.total), (s.mem.used, s.mem.total));
+        assert_eq!(back.net, s.net);
+        // No disks, no swap, no load: none appear.
+        let bare = MetricSample {
+            ts: 5,
+            ..MetricSample::default()
+        };
+        assert_eq!(keys(&Card::of(&bare).sample()), keys(&bare));
     }
 }

@@ -734,6 +734,12 @@ impl Registry {
         self.lock().streams.get(device).map(|s| s.viewers.len())
     }
 
+    /// Whether a view of this device needs every series of its samples (a series window),
+    /// not only what its card shows.
+    pub fn needs_every_series(&self, device_id: &str) -> bool {
+        self.lock().series.contains_key(device_id)
+    }
+
     // ---- seed 003: broadcast --------------------------------------------------------------
 
     pub fn broadcast_join(&self, conn: u64, outbox: &Arc<Outbox>) {

@@ -352,7 +352,7 @@ fn on_connection_event(state: &AppState, event: async_nats::Event) {
             // alert rules and the app store are read again.
             let _ = state
                 .events
-                .send(LiveEvent::Remote(Box::new(LiveEvent::DevicesChanged)));
+                .send(LiveEvent::Remote(Arc::from([LiveEvent::DevicesChanged])));
             let st = state.clone();
             tokio::spawn(async move {
                 control_received(&st, Control::Settings).await;
@@ -481,14 +481,20 @@ async fn receive(state: AppState, mut sub: async_nats::Subscriber) {
         metrics::histogram!(crate::telemetry::REPLICA_LAG).record(lag);
         // The app store is read again once per message, however many changes it carries.
         let mut app_refreshed = false;
+        let mut batch = Vec::with_capacity(env.bodies.len());
         for body in env.bodies {
-            apply(&state, body, &mut app_refreshed).await;
+            batch.extend(apply(&state, body, &mut app_refreshed).await);
+        }
+        // One bus event per message: the live core and the alert engine wake once for all.
+        if !batch.is_empty() {
+            let _ = state.events.send(LiveEvent::Remote(Arc::from(batch)));
         }
     }
 }
 
-async fn apply(state: &AppState, body: Body, app_refreshed: &mut bool) {
-    let ev = match body {
+/// The bus event a body stands for (None for control messages, applied here).
+async fn apply(state: &AppState, body: Body, app_refreshed: &mut bool) -> Option<LiveEvent> {
+    Some(match body {
         Body::Samples {
             device_id,
             samples,
@@ -515,7 +521,7 @@ async fn apply(state: &AppState, body: Body, app_refreshed: &mut bool) {
                 })
                 .collect();
             if samples.is_empty() {
-                return;
+                return None;
             }
             if state.alerts.holding() {
                 let plain = samples.iter().map(|l| l.sample.clone()).collect();
@@ -531,9 +537,7 @@ async fn apply(state: &AppState, body: Body, app_refreshed: &mut bool) {
             kind,
             json,
         } => {
-            let Some(kind) = STATE_KINDS.iter().find(|k| **k == kind) else {
-                return;
-            };
+            let kind = STATE_KINDS.iter().find(|k| **k == kind)?;
             LiveEvent::State {
                 device_id,
                 kind,
@@ -554,10 +558,9 @@ async fn apply(state: &AppState, body: Body, app_refreshed: &mut bool) {
         Body::Alert { json } => LiveEvent::Alert(Arc::from(json.get())),
         Body::Control { control } => {
             control_received(state, control).await;
-            return;
+            return None;
         }
-    };
-    let _ = state.events.send(LiveEvent::Remote(Box::new(ev)));
+    })
 }
 
 async fn control_received(state: &AppState, control: Control) {

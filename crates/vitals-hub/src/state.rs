@@ -62,17 +62,19 @@ pub enum LiveEvent {
     App(Arc<crate::live::appstore::AppChange>),
     /// An alert fired, changed or resolved: `{type:"alert", alert}` for `/ws/live`.
     Alert(Arc<str>),
-    /// An event another replica published (through NATS, see [`crate::replica`]): applied
-    /// like a local one, never forwarded again.
-    Remote(Box<LiveEvent>),
+    /// Events another replica published (through NATS, see [`crate::replica`]), one NATS
+    /// message's worth, so subscribers wake once for all of them: applied like local ones,
+    /// never forwarded again.
+    Remote(Arc<[LiveEvent]>),
 }
 
 impl LiveEvent {
-    /// The event itself, whichever replica it came from.
-    pub fn local(self) -> LiveEvent {
+    /// Whether this event, or one it carries, says the device list changed.
+    pub fn devices_changed(&self) -> bool {
         match self {
-            LiveEvent::Remote(inner) => inner.local(),
-            other => other,
+            LiveEvent::DevicesChanged => true,
+            LiveEvent::Remote(batch) => batch.iter().any(LiveEvent::devices_changed),
+            _ => false,
         }
     }
 }

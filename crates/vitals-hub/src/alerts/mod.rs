@@ -442,9 +442,9 @@ async fn run_engine(state: AppState, mut rx: mpsc::Receiver<Msg>) {
                 merge(&mut step, engine.tick(crate::now_ms()));
                 persist(&state, step).await;
             }
-            ev = events.recv() => match ev.map(LiveEvent::local) {
-                Ok(LiveEvent::DevicesChanged)
-                | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => devices_dirty = true,
+            ev = events.recv() => match ev {
+                Ok(e) if e.devices_changed() => devices_dirty = true,
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => devices_dirty = true,
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
                 Ok(_) => {}
             },

@@ -974,6 +974,33 @@ fn mark(inner: &mut Inner, key: QueryKey) {
     }
 }
 
+/// Applies one bus event to the registry; `reload` is set when the device list must be read.
+fn on_event(live: &super::Live, ev: &LiveEvent, reload: &mut bool) {
+    match ev {
+        LiveEvent::Samples { device_id, samples } => {
+            if !live
+                .registry
+                .on_samples(device_id, samples, crate::now_ms())
+            {
+                *reload = true;
+            }
+        }
+        LiveEvent::State {
+            device_id,
+            kind,
+            json,
+        } => live.registry.on_state(device_id, kind, json),
+        LiveEvent::DevicesChanged => *reload = true,
+        LiveEvent::App(change) => live.registry.on_app(change),
+        LiveEvent::Alert(json) => live.registry.on_alert(json),
+        LiveEvent::Remote(batch) => {
+            for e in batch.iter() {
+                on_event(live, e, reload);
+            }
+        }
+    }
+}
+
 /// Loads the device list (and recent samples for the sparklines) into the registry.
 pub async fn load_devices(state: &AppState, with_spark: bool) {
     let list = match state.store.list_devices().await {
@@ -1040,24 +1067,8 @@ pub async fn run(state: AppState) {
         }
         let mut reload = false;
         for ev in events {
-            match ev.map(LiveEvent::local) {
-                Ok(LiveEvent::Samples { device_id, samples }) => {
-                    if !live
-                        .registry
-                        .on_samples(&device_id, &samples, crate::now_ms())
-                    {
-                        reload = true;
-                    }
-                }
-                Ok(LiveEvent::State {
-                    device_id,
-                    kind,
-                    json,
-                }) => live.registry.on_state(&device_id, kind, &json),
-                Ok(LiveEvent::DevicesChanged) => reload = true,
-                Ok(LiveEvent::App(change)) => live.registry.on_app(&change),
-                Ok(LiveEvent::Alert(json)) => live.registry.on_alert(&json),
-                Ok(LiveEvent::Remote(_)) => {} // unwrapped by `local`
+            match ev {
+                Ok(e) => on_event(live, &e, &mut reload),
                 Err(RecvError::Lagged(n)) => {
                     tracing::warn!(
                         missed = n,

@@ -410,15 +410,7 @@ fn encode(ev: Result<LiveEvent, RecvError>) -> Option<Vec<u8>> {
     let body = match ev {
         Ok(LiveEvent::Remote(_)) | Err(RecvError::Closed) => return None,
         Ok(LiveEvent::Samples { device_id, samples }) => {
-            let (samples, cards) = samples
-                .iter()
-                .filter_map(|l| Some((raw(&l.json)?, Card::of(&l.sample))))
-                .unzip();
-            Body::Samples {
-                device_id,
-                samples,
-                cards,
-            }
+            return encode_samples(&device_id, &samples);
         }
         Ok(LiveEvent::State {
             device_id,
@@ -451,6 +443,34 @@ fn encode(ev: Result<LiveEvent, RecvError>) -> Option<Vec<u8>> {
         return None;
     }
     Some(bytes)
+}
+
+/// A [`Body::Samples`], written around each sample's JSON as it is (the hub made it and
+/// sends it to its own viewers already): no copy, no second serialisation.
+fn encode_samples(device_id: &str, samples: &[LiveSample]) -> Option<Vec<u8>> {
+    let cards: Vec<Card> = samples.iter().map(|l| Card::of(&l.sample)).collect();
+    let size = samples.iter().map(|l| l.json.len() + 1).sum::<usize>();
+    let mut out = Vec::with_capacity(size + 64 * samples.len() + 64);
+    out.extend_from_slice(br#"{"samples":{"device_id":"#);
+    serde_json::to_writer(&mut out, device_id).ok()?;
+    out.extend_from_slice(br#","samples":["#);
+    for (i, l) in samples.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(l.json.as_bytes());
+    }
+    out.extend_from_slice(br#"],"cards":"#);
+    serde_json::to_writer(&mut out, &cards).ok()?;
+    out.extend_from_slice(b"}}");
+    if out.len() > MESSAGE_BYTES {
+        tracing::warn!(
+            bytes = out.len(),
+            "a live event too large for NATS was not forwarded"
+        );
+        return None;
+    }
+    Some(out)
 }
 
 /// Applies the other replicas' events to this replica.
@@ -653,5 +673,28 @@ mod tests {
             ..MetricSample::default()
         };
         assert_eq!(keys(&Card::of(&bare).sample()), keys(&bare));
+    }
+
+    #[test]
+    fn samples_written_by_hand_read_back_as_a_body() {
+        let s: MetricSample = serde_json::from_str(
+            r#"{"v":1,"ts":7,"hostId":"h","cpu":{"total":1},"mem":{"used":1,"total":2},
+            "net":{"txBps":0,"rxBps":0},"uptimeSec":1,"procCount":1}"#,
+        )
+        .expect("sample");
+        let live = [LiveSample::new(s.clone()), LiveSample::new(s)];
+        let bytes = encode_samples("dev \"1\"", &live).expect("encoded");
+        let Body::Samples {
+            device_id,
+            samples,
+            cards,
+        } = serde_json::from_slice(&bytes).expect("a body")
+        else {
+            panic!("not samples")
+        };
+        assert_eq!(device_id, "dev \"1\"");
+        assert_eq!(samples.len(), 2);
+        assert_eq!(samples[0].get(), &*live[0].json);
+        assert_eq!(cards.len(), 2);
     }
 }

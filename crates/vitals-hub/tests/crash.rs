@@ -35,17 +35,6 @@ async fn setup(hub: &HubProcess) -> (ApiClient, String, String) {
     )
 }
 
-async fn stored_ts(admin: &ApiClient, device: &str, t0: i64) -> Vec<i64> {
-    let (s, m) = admin
-        .get(&format!(
-            "/api/metrics/{device}?from={t0}&to={}&points=20000",
-            now_ms() + 60_000
-        ))
-        .await;
-    assert_eq!(s.as_u16(), 200, "{m}");
-    serde_json::from_value(m["timestamps"].clone()).expect("timestamps")
-}
-
 /// Streams batches of 10 samples until the socket dies; returns (acked, unacked) batches.
 async fn stream_until_dead(
     agent: &mut FakeAgent,
@@ -109,7 +98,7 @@ async fn kill_9_mid_stream_loses_no_acknowledged_sample_and_replays_add_no_dupli
     let admin = ApiClient::login(&hub2.url, "admin", PASSWORD)
         .await
         .expect("login");
-    let ts = stored_ts(&admin, &device, t0).await;
+    let ts = admin.stored_ts(&device, t0).await;
     let set: BTreeSet<i64> = ts.iter().copied().collect();
     assert_eq!(set.len(), ts.len(), "no duplicates");
     for b in &acked {
@@ -135,7 +124,7 @@ async fn kill_9_mid_stream_loses_no_acknowledged_sample_and_replays_add_no_dupli
         let r = agent.send_batch(1000 + i as u64, samples).await;
         assert!(matches!(r, HubMessage::Ack { .. }), "{r:?}");
     }
-    let ts = stored_ts(&admin, &device, t0).await;
+    let ts = admin.stored_ts(&device, t0).await;
     let set: BTreeSet<i64> = ts.iter().copied().collect();
     assert_eq!(set.len(), ts.len(), "no duplicates after replay");
     let expected: BTreeSet<i64> = acked
@@ -178,7 +167,7 @@ async fn sigterm_finishes_batches_in_flight() {
     let admin = ApiClient::login(&hub2.url, "admin", PASSWORD)
         .await
         .expect("login");
-    let set: BTreeSet<i64> = stored_ts(&admin, &device, t0).await.into_iter().collect();
+    let set: BTreeSet<i64> = admin.stored_ts(&device, t0).await.into_iter().collect();
     for t in acked.iter().flatten() {
         assert!(set.contains(t), "acknowledged sample {t} lost at shutdown");
     }

@@ -134,17 +134,6 @@ async fn try_send(
         .flatten()
 }
 
-async fn stored_ts(api: &ApiClient, device: &str, t0: i64) -> Vec<i64> {
-    let (s, m) = api
-        .get(&format!(
-            "/api/metrics/{device}?from={t0}&to={}&points=20000",
-            now_ms() + 60_000
-        ))
-        .await;
-    assert_eq!(s.as_u16(), 200, "{m}");
-    serde_json::from_value(m["timestamps"].clone()).expect("timestamps")
-}
-
 #[tokio::test]
 async fn replicas_share_pairing_and_live_updates() {
     let Some((db, nats)) = services() else { return };
@@ -370,7 +359,7 @@ async fn kill_9_moves_agents_and_alerting_to_the_other_replica() {
         ));
         acked.extend(&unacked);
     }
-    let stored = stored_ts(&admin_b, &device, base).await;
+    let stored = admin_b.stored_ts(&device, base).await;
     let set: BTreeSet<i64> = stored.iter().copied().collect();
     assert_eq!(stored.len(), set.len(), "no sample stored twice");
     assert!(acked.is_subset(&set), "every acknowledged sample is there");
@@ -530,7 +519,7 @@ async fn database_away_answers_503_acks_nothing_and_recovers() {
         "the API and /healthz said 503: {saw_503:?}"
     );
     assert!(pending.is_empty(), "acks resumed by themselves");
-    let stored = stored_ts(&admin, &device, base).await;
+    let stored = admin.stored_ts(&device, base).await;
     let set: BTreeSet<i64> = stored.iter().copied().collect();
     assert_eq!(stored.len(), set.len(), "no sample twice");
     assert_eq!(set, acked, "every acknowledged sample, nothing else");
@@ -612,7 +601,7 @@ async fn migrate_copies_a_sqlite_hub_once() {
     );
     assert!(hub.setup_url.is_none(), "users came along");
     let api = ApiClient::with_bearer(&hub.url, &key);
-    let ts = stored_ts(&api, &device, base).await;
+    let ts = api.stored_ts(&device, base).await;
     assert_eq!(ts.len(), 3000);
     assert_eq!(ts.iter().collect::<BTreeSet<_>>().len(), 3000);
     let (_, settings) = api.get("/api/settings").await;

@@ -147,10 +147,22 @@ pub fn for_each_series(s: &MetricSample, mut f: impl FnMut(&str, f64)) {
     }
 }
 
-/// The few series a device card shows (`cpu`, `mem.pct`, `swap.pct`, `disk.pct`,
-/// `net.rx_bps`, `net.tx_bps`, `load.1`, `uptime`, `procs`), as [`for_each_series`] names
-/// and computes them, in that order, without walking the rest (a sample with kernel
-/// statistics has hundreds of series).
+/// The series a device card shows, in [`for_each_key_series`]'s order.
+pub const KEY_SERIES: [&str; 9] = [
+    "cpu",
+    "mem.pct",
+    "swap.pct",
+    "disk.pct",
+    "net.rx_bps",
+    "net.tx_bps",
+    "load.1",
+    "uptime",
+    "procs",
+];
+
+/// The [`KEY_SERIES`] of a sample (those it has), as [`for_each_series`] names and
+/// computes them, without walking the rest (a sample with kernel statistics has hundreds of
+/// series).
 pub fn for_each_key_series(s: &MetricSample, mut f: impl FnMut(&'static str, f64)) {
     let mut put = |name: &'static str, v: f64| {
         if v.is_finite() {
@@ -480,20 +492,9 @@ mod tests {
             "kernel":{"pgfault":5}}"#,
         )
         .expect("sample");
-        let keys = [
-            "cpu",
-            "mem.pct",
-            "swap.pct",
-            "disk.pct",
-            "net.rx_bps",
-            "net.tx_bps",
-            "load.1",
-            "uptime",
-            "procs",
-        ];
         let mut want = Vec::new();
         for_each_series(&s, |n, v| {
-            if keys.contains(&n) {
+            if KEY_SERIES.contains(&n) {
                 want.push((n.to_string(), v.to_bits()));
             }
         });

@@ -198,10 +198,12 @@ async fn key_columns(pool: &SqlitePool, table: &str) -> Result<Vec<String>> {
 }
 
 /// PostgreSQL's type of each column of `table` (to bind SQLite's integers as booleans or
-/// 32-bit integers where the column wants them).
-async fn pg_types(pool: &PgPool, table: &str) -> Result<HashMap<String, String>> {
-    let rows: Vec<(String, String)> = sqlx::query_as(
-        "SELECT column_name::text, data_type::text FROM information_schema.columns \
+/// 32-bit integers, and NULLs as the type, the column wants), and whether the table has an
+/// identity column (its ids are copied as they are).
+async fn pg_types(pool: &PgPool, table: &str) -> Result<(HashMap<String, String>, bool)> {
+    let rows: Vec<(String, String, String)> = sqlx::query_as(
+        "SELECT column_name::text, data_type::text, is_identity::text \
+         FROM information_schema.columns \
          WHERE table_name = $1 AND table_schema = current_schema()",
     )
     .bind(table)
@@ -212,7 +214,8 @@ async fn pg_types(pool: &PgPool, table: &str) -> Result<HashMap<String, String>>
             "PostgreSQL has no table {table}; is its schema up to date?"
         )));
     }
-    Ok(rows.into_iter().collect())
+    let identity = rows.iter().any(|(_, _, i)| i == "YES");
+    Ok((rows.into_iter().map(|(c, t, _)| (c, t)).collect(), identity))
 }
 
 fn read_val(row: &sqlx::sqlite::SqliteRow, i: usize) -> Result<Val> {
@@ -237,7 +240,7 @@ async fn copy_table(
     progress: Progress<'_>,
 ) -> Result<(u64, u64)> {
     let keys = key_columns(src, table).await?;
-    let types = pg_types(dst, table).await?;
+    let (types, identity) = pg_types(dst, table).await?;
     if let Some(bad) = keys.iter().find(|k| !types.contains_key(*k)) {
         return Err(StoreError::Corrupt(format!(
             "the SQLite table {table} is keyed by {bad:?}, which PostgreSQL does not have"
@@ -300,7 +303,7 @@ async fn copy_table(
                 .map(|i| last[i].clone())
                 .collect(),
         );
-        added += insert_rows(dst, table, &columns, &types, &values).await?;
+        added += insert_rows(dst, table, &columns, &types, identity, &values).await?;
         seen += values.len() as u64;
         progress(table, seen, total);
     }
@@ -312,20 +315,14 @@ async fn insert_rows(
     table: &str,
     columns: &[String],
     types: &HashMap<String, String>,
+    identity: bool,
     rows: &[Vec<Val>],
 ) -> Result<u64> {
-    let identity: Option<String> = sqlx::query_scalar(
-        "SELECT column_name::text FROM information_schema.columns \
-         WHERE table_name = $1 AND table_schema = current_schema() AND is_identity = 'YES' LIMIT 1",
-    )
-    .bind(table)
-    .fetch_optional(dst)
-    .await?;
     let quoted: Vec<String> = columns.iter().map(|c| format!("\"{c}\"")).collect();
     let mut qb = sqlx::QueryBuilder::<sqlx::Postgres>::new(format!(
         "INSERT INTO {table} ({}) {}",
         quoted.join(", "),
-        if identity.is_some() {
+        if identity {
             "OVERRIDING SYSTEM VALUE "
         } else {
             ""

@@ -112,6 +112,19 @@ impl ApiClient {
         self.send(Method::POST, path, Some(body)).await
     }
 
+    /// Timestamps of every raw sample of `device` from `from` to a minute from now (at most
+    /// 20,000), as `/api/metrics` returns them.
+    pub async fn stored_ts(&self, device: &str, from: i64) -> Vec<i64> {
+        let to = crate::now_ms() + 60_000;
+        let (s, m) = self
+            .get(&format!(
+                "/api/metrics/{device}?from={from}&to={to}&points=20000"
+            ))
+            .await;
+        assert_eq!(s.as_u16(), 200, "{m}");
+        serde_json::from_value(m["timestamps"].clone()).expect("timestamps")
+    }
+
     pub async fn create_token(&self, name: &str, role: &str) -> String {
         let (s, b) = self
             .post("/api/tokens", json!({"name": name, "role": role}))

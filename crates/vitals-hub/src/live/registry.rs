@@ -41,18 +41,6 @@ pub const HISTORY_POINTS: usize = 30;
 pub const MAX_SERIES_SECONDS: u32 = 3600;
 /// Most records `latest-metrics` may ask for.
 pub const MAX_LATEST: usize = 10_000;
-/// Series shown as a device's latest values in `fleet-overview`.
-const KEY_SERIES: &[&str] = &[
-    "cpu",
-    "mem.pct",
-    "swap.pct",
-    "disk.pct",
-    "net.rx_bps",
-    "net.tx_bps",
-    "load.1",
-    "uptime",
-    "procs",
-];
 
 /// A view: a query and its parameters.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -203,9 +191,7 @@ impl DeviceEntry {
         self.key_values.clear();
         let mut point = [None; 4];
         vitals_proto::series::for_each_key_series(s, |n, v| {
-            if let Some(k) = KEY_SERIES.iter().find(|k| **k == n) {
-                self.key_values.push((k, v));
-            }
+            self.key_values.push((n, v));
             match n {
                 "cpu" => point[0] = Some(v),
                 "mem.pct" => point[1] = Some(v),

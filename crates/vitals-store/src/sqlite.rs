@@ -86,9 +86,12 @@ impl SqliteStore {
             .row_buffer_size(4096)
             .log_statements(log::LevelFilter::Off)
             .log_slow_statements(log::LevelFilter::Debug, Duration::from_secs(1));
+        // A connection to a local file does not go stale: no ping (a round trip to the
+        // connection's thread) before each use.
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .min_connections(1)
+            .test_before_acquire(false)
             .connect_with(opts)
             .await?;
         check_not_newer(&pool).await?;

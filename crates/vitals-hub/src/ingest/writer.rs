@@ -103,17 +103,28 @@ async fn run(
         let mut samples = first.batch.samples.len();
         group.push(first);
         let deadline = tokio::time::Instant::now() + window;
-        while group.len() < MAX_GROUP && samples < MAX_GROUP_SAMPLES {
-            let next = match rx.try_recv() {
-                Ok(r) => r,
-                Err(_) if window.is_zero() || shutdown.is_cancelled() => break,
-                Err(_) => match tokio::time::timeout_at(deadline, rx.recv()).await {
-                    Ok(Some(r)) => r,
-                    _ => break,
-                },
-            };
-            samples += next.batch.samples.len();
-            group.push(next);
+        loop {
+            // Take what waits, without sleeping.
+            while group.len() < MAX_GROUP && samples < MAX_GROUP_SAMPLES {
+                let Ok(next) = rx.try_recv() else { break };
+                samples += next.batch.samples.len();
+                group.push(next);
+            }
+            let full = group.len() >= MAX_GROUP || samples >= MAX_GROUP_SAMPLES;
+            if full
+                || window.is_zero()
+                || shutdown.is_cancelled()
+                || tokio::time::Instant::now() >= deadline
+            {
+                break;
+            }
+            // Sleep out the window once, then take what arrived meanwhile: the writer wakes
+            // once per commit, not once per agent's batch (each wake-up of a task costs a
+            // thread hand-off on an idle hub).
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => {}
+                _ = shutdown.cancelled() => {}
+            }
         }
         commit(&*store, &events, &mut group).await;
     }

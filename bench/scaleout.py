@@ -201,7 +201,8 @@ def main():
     ap.add_argument("--measure", type=int, default=60)
     ap.add_argument("--ceiling", default="10,20,30,40")
     ap.add_argument("--only", default="backfill,live,ceiling",
-                    help="which parts to run (comma-separated)")
+                    help="which parts to run (comma-separated: backfill, live (both live runs), "
+                         "live-viewer, live-no-viewer, ceiling)")
     a = ap.parse_args()
     parts = a.only.split(",")
     res = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
@@ -210,9 +211,10 @@ def main():
     for n in (1, 2) if "backfill" in parts else ():
         res[f"backfill_{n}_replica"] = r = backfill(n, a.seconds)
         print(json.dumps({k: v for k, v in r.items() if k != "loadgen"}), flush=True)
-    if "live" in parts:
+    if "live" in parts or "live-viewer" in parts:
         res["live_viewer_on_b"] = r = live(a.measure, True)
         print(json.dumps({k: v for k, v in r.items() if k != "loadgen"}), flush=True)
+    if "live" in parts or "live-no-viewer" in parts:
         res["live_no_viewer"] = r = live(a.measure, False)
         print(json.dumps({k: v for k, v in r.items() if k != "loadgen"}), flush=True)
     steps = [int(x) for x in a.ceiling.split(",") if x]

@@ -1,14 +1,22 @@
 //! Several hub replicas on one PostgreSQL database, sharing live updates through NATS.
 //!
 //! ```text
-//! replica A: bus ──> publisher ──> NATS `vitals.<cluster>.live` ──> subscriber (replica B) ──> B's bus
-//!                                                          (as LiveEvent::Remote)
+//! replica A: bus ──> publisher ──> NATS `vitals.<cluster>.live` ────> subscriber (replica B)
+//!                              └─> NATS `vitals.<cluster>.samples` ─┘  (while B needs them)
+//!                                             ──> B's live core (and alert engine)
 //! ```
 //!
 //! - Every change event a replica publishes on its own bus (samples after commit, device
 //!   state, devices changed, app-store changes, alert events) is forwarded to the others, who
-//!   publish it on their bus wrapped in [`LiveEvent::Remote`], so their views update as if the
-//!   agent were theirs; remote events are never forwarded again.
+//!   apply it to their live core directly (not through their bus, so it is never forwarded
+//!   again and wakes nothing else), so their views update as if the agent were theirs.
+//! - Samples travel twice: their card figures on `live` (what device cards, sparklines and
+//!   statuses show, a few dozen bytes each) and whole, as the agent sent them, on `samples`.
+//!   A replica subscribes to `samples` only while it needs whole samples: it evaluates alerts,
+//!   or one of its viewers watches a broadcast, a device stream, a series window or a device's
+//!   latest sample ([`crate::live::registry::Registry::wants_whole_samples`]). While it does,
+//!   it takes samples from there and skips their cards on `live`; otherwise it reads cards
+//!   only, so a replica nobody watches pays little for the others' agents.
 //! - Control messages ([`Control`]) tell the others what changed outside the live core: a
 //!   revoked device token (they close its agent connections), edited settings (they reload
 //!   them), edited alert rules (they reload them).
@@ -37,6 +45,8 @@ use crate::state::{AppState, LiveEvent, LiveSample};
 
 /// Subject of live change events, after `vitals.<cluster>.` (see [`Replicas::subject`]).
 pub const LIVE_SUBJECT: &str = "live";
+/// Subject of whole samples, after `vitals.<cluster>.` (subscribed only while needed).
+pub const SAMPLES_SUBJECT: &str = "samples";
 /// Subject of alert acknowledgements forwarded to the replica evaluating alerts.
 pub const ACK_SUBJECT: &str = "alerts.ack";
 /// The `meta` key of this database's cluster id: replicas of one database share it, so hubs
@@ -46,11 +56,13 @@ const CLUSTER_KEY: &str = "replica_cluster_id";
 pub const MAX_EVENT_BYTES: usize = 8 * 1024 * 1024;
 /// A replica gathers its events for this long into one NATS message, so the others wake
 /// once per message rather than once per sample.
-const GATHER: Duration = Duration::from_millis(10);
+const GATHER: Duration = Duration::from_millis(20);
 /// A NATS message is sent once its events reach this size (under NATS's 1 MiB default).
 const MESSAGE_BYTES: usize = 256 * 1024;
 /// Most samples one event may carry (an agent batch holds at most 1,000).
 const MAX_SAMPLES_PER_EVENT: usize = 1000;
+/// The JSON of a sample known only by its card figures: none.
+static NO_JSON: std::sync::LazyLock<Arc<str>> = std::sync::LazyLock::new(|| Arc::from(""));
 /// The device-state kinds a remote replica may announce.
 const STATE_KINDS: [&str; 3] = ["system-info", "processes", "network-interfaces"];
 
@@ -82,6 +94,12 @@ struct Envelope {
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 enum Body {
+    /// Samples by their card figures only (on [`LIVE_SUBJECT`]).
+    Cards {
+        device_id: String,
+        cards: Vec<Card>,
+    },
+    /// Whole samples (on [`SAMPLES_SUBJECT`]).
     Samples {
         device_id: String,
         samples: Vec<Box<RawValue>>,
@@ -204,6 +222,8 @@ pub struct Replicas {
     prefix: std::sync::OnceLock<String>,
     /// Whether NATS is connected now (for `/healthz` and the metrics).
     connected: AtomicBool,
+    /// Whether this replica is subscribed to whole samples now (then it skips cards).
+    whole: AtomicBool,
 }
 
 impl Default for Replicas {
@@ -219,6 +239,7 @@ impl Replicas {
             client: std::sync::OnceLock::new(),
             prefix: std::sync::OnceLock::new(),
             connected: AtomicBool::new(false),
+            whole: AtomicBool::new(false),
         }
     }
 
@@ -233,6 +254,11 @@ impl Replicas {
         format!("{prefix}{name}")
     }
 
+    /// Whether this replica receives the others' samples whole now (else by their cards).
+    pub fn whole_samples(&self) -> bool {
+        self.whole.load(Ordering::Relaxed)
+    }
+
     /// Whether NATS is connected now.
     pub fn connected(&self) -> bool {
         self.connected.load(Ordering::Relaxed)
@@ -245,12 +271,12 @@ impl Replicas {
 
     async fn publish(&self, body: Body) {
         if let Ok(b) = serde_json::to_vec(&body) {
-            self.publish_encoded(&[b]).await;
+            self.publish_encoded(LIVE_SUBJECT, &[b]).await;
         }
     }
 
-    /// Sends encoded bodies as one envelope (`{"from","at","bodies":[...]}`).
-    async fn publish_encoded(&self, bodies: &[Vec<u8>]) {
+    /// Sends encoded bodies as one envelope (`{"from","at","bodies":[...]}`) on `subject`.
+    async fn publish_encoded(&self, subject: &str, bodies: &[Vec<u8>]) {
         let Some(client) = self.client.get() else {
             return;
         };
@@ -274,7 +300,7 @@ impl Replicas {
         msg.extend_from_slice(b"]}");
         metrics::counter!(crate::telemetry::REPLICA_EVENTS, "direction" => "out")
             .increment(bodies.len() as u64);
-        if let Err(e) = client.publish(self.subject(LIVE_SUBJECT), msg.into()).await {
+        if let Err(e) = client.publish(self.subject(subject), msg.into()).await {
             tracing::warn!(error = %e, "could not publish live events to NATS; other replicas re-read their views when it recovers");
         }
     }
@@ -316,6 +342,8 @@ pub async fn spawn(state: &AppState) -> Result<(), crate::HubError> {
         .retry_on_initial_connect()
         .max_reconnects(None)
         .subscription_capacity(8192)
+        // Our own messages are of no use to us: the server does not send them back.
+        .no_echo()
         .event_callback(move |event| {
             let st = st.clone();
             async move { on_connection_event(&st, event) }
@@ -330,6 +358,7 @@ pub async fn spawn(state: &AppState) -> Result<(), crate::HubError> {
         (Ok(live), Ok(acks)) => {
             tokio::spawn(forward(state.clone()));
             tokio::spawn(receive(state.clone(), live));
+            tokio::spawn(receive_whole(state.clone()));
             tokio::spawn(answer_acks(state.clone(), acks));
         }
         (Err(e), _) | (_, Err(e)) => {
@@ -350,11 +379,9 @@ fn on_connection_event(state: &AppState, event: async_nats::Event) {
             }
             // Whatever the others sent while we were away: every view, the settings, the
             // alert rules and the app store are read again.
-            let _ = state
-                .events
-                .send(LiveEvent::Remote(Arc::from([LiveEvent::DevicesChanged])));
             let st = state.clone();
             tokio::spawn(async move {
+                apply_remote(&st, &[LiveEvent::DevicesChanged]).await;
                 control_received(&st, Control::Settings).await;
                 control_received(&st, Control::AlertRules).await;
                 if let Err(e) = st.live.app.refresh().await {
@@ -375,8 +402,8 @@ fn on_connection_event(state: &AppState, event: async_nats::Event) {
 /// at most [`MESSAGE_BYTES`].
 async fn forward(state: AppState) {
     let mut rx = state.events.subscribe();
-    let mut pending: Vec<Vec<u8>> = Vec::new();
-    let mut size = 0usize;
+    let mut live = Pending::new(LIVE_SUBJECT);
+    let mut whole = Pending::new(SAMPLES_SUBJECT);
     loop {
         let first = tokio::select! {
             ev = rx.recv() => ev,
@@ -384,34 +411,95 @@ async fn forward(state: AppState) {
         };
         let deadline = tokio::time::Instant::now() + GATHER;
         let mut next = Some(first);
-        while let Some(ev) = next.take() {
-            if matches!(ev, Err(RecvError::Closed)) {
-                return;
-            }
-            if let Some(body) = encode(ev) {
-                if size + body.len() > MESSAGE_BYTES {
-                    state.replicas.publish_encoded(&pending).await;
-                    pending.clear();
-                    size = 0;
+        loop {
+            while let Some(ev) = next.take() {
+                if matches!(ev, Err(RecvError::Closed)) {
+                    return;
                 }
-                size += body.len();
-                pending.push(body);
+                if let Ok(LiveEvent::Samples { device_id, samples }) = &ev {
+                    if let Some(body) = encode_samples(device_id, samples) {
+                        whole.push(&state, body).await;
+                    }
+                    if let Some(body) = encode_cards(device_id, samples) {
+                        live.push(&state, body).await;
+                    }
+                } else if let Some(body) = encode(ev) {
+                    live.push(&state, body).await;
+                }
+                next = try_next(&mut rx);
             }
-            next = tokio::time::timeout_at(deadline, rx.recv()).await.ok();
+            if tokio::time::Instant::now() >= deadline {
+                break;
+            }
+            // Sleep out the window, then take what arrived: one wake-up per message.
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => {}
+                _ = state.shutdown.cancelled() => return,
+            }
+            next = try_next(&mut rx);
         }
-        state.replicas.publish_encoded(&pending).await;
-        pending.clear();
-        size = 0;
+        whole.send(&state).await;
+        live.send(&state).await;
     }
 }
 
-/// One bus event as an encoded [`Body`]; None for what is not forwarded.
+/// The next bus event if one waits.
+fn try_next(
+    rx: &mut tokio::sync::broadcast::Receiver<LiveEvent>,
+) -> Option<Result<LiveEvent, RecvError>> {
+    use tokio::sync::broadcast::error::TryRecvError;
+    match rx.try_recv() {
+        Ok(ev) => Some(Ok(ev)),
+        Err(TryRecvError::Empty) => None,
+        Err(TryRecvError::Lagged(n)) => Some(Err(RecvError::Lagged(n))),
+        Err(TryRecvError::Closed) => Some(Err(RecvError::Closed)),
+    }
+}
+
+/// Encoded bodies waiting for their NATS message on one subject.
+struct Pending {
+    subject: &'static str,
+    bodies: Vec<Vec<u8>>,
+    size: usize,
+}
+
+impl Pending {
+    fn new(subject: &'static str) -> Pending {
+        Pending {
+            subject,
+            bodies: Vec::new(),
+            size: 0,
+        }
+    }
+
+    /// Adds a body, first sending what waits if the message would grow past
+    /// [`MESSAGE_BYTES`].
+    async fn push(&mut self, state: &AppState, body: Vec<u8>) {
+        if self.size + body.len() > MESSAGE_BYTES {
+            self.send(state).await;
+        }
+        self.size += body.len();
+        self.bodies.push(body);
+    }
+
+    async fn send(&mut self, state: &AppState) {
+        state
+            .replicas
+            .publish_encoded(self.subject, &self.bodies)
+            .await;
+        self.bodies.clear();
+        self.size = 0;
+    }
+}
+
+/// One bus event other than samples as an encoded [`Body`]; None for what is not forwarded.
 fn encode(ev: Result<LiveEvent, RecvError>) -> Option<Vec<u8>> {
     let body = match ev {
-        Ok(LiveEvent::Remote(_)) | Err(RecvError::Closed) => return None,
-        Ok(LiveEvent::Samples { device_id, samples }) => {
-            return encode_samples(&device_id, &samples);
-        }
+        Err(RecvError::Closed) => return None,
+        Ok(LiveEvent::Samples { device_id, samples }) => Body::Cards {
+            cards: samples.iter().map(|l| Card::of(&l.sample)).collect(),
+            device_id,
+        },
         Ok(LiveEvent::State {
             device_id,
             kind,
@@ -443,6 +531,15 @@ fn encode(ev: Result<LiveEvent, RecvError>) -> Option<Vec<u8>> {
         return None;
     }
     Some(bytes)
+}
+
+/// A [`Body::Cards`]: the samples' card figures.
+fn encode_cards(device_id: &str, samples: &[LiveSample]) -> Option<Vec<u8>> {
+    serde_json::to_vec(&Body::Cards {
+        device_id: device_id.to_string(),
+        cards: samples.iter().map(|l| Card::of(&l.sample)).collect(),
+    })
+    .ok()
 }
 
 /// A [`Body::Samples`], written around each sample's JSON as it is (the hub made it and
@@ -481,40 +578,130 @@ async fn receive(state: AppState, mut sub: async_nats::Subscriber) {
             _ = state.shutdown.cancelled() => return,
         };
         let Some(msg) = msg else { return };
-        if msg.payload.len() > MAX_EVENT_BYTES {
-            tracing::warn!(bytes = msg.payload.len(), "dropped an oversized NATS event");
-            continue;
-        }
-        let env: Envelope = match serde_json::from_slice(&msg.payload) {
-            Ok(e) => e,
-            Err(e) => {
-                tracing::warn!(error = %e, "dropped a NATS event this hub cannot read");
-                continue;
+        receive_one(&state, msg).await;
+    }
+}
+
+/// Keeps the subscription to whole samples while this replica needs them (alert evaluation,
+/// or a view of whole samples: [`Registry::wants_whole_samples`]) and applies them.
+///
+/// [`Registry::wants_whole_samples`]: crate::live::registry::Registry::wants_whole_samples
+async fn receive_whole(state: AppState) {
+    let Some(client) = state.replicas.client.get().cloned() else {
+        return;
+    };
+    let mut sub: Option<async_nats::Subscriber> = None;
+    let mut check = tokio::time::interval(Duration::from_millis(500));
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let next = async {
+            match sub.as_mut() {
+                Some(s) => s.next().await,
+                None => std::future::pending().await,
             }
         };
-        if env.from == state.replicas.id {
+        let msg = tokio::select! {
+            m = next => m,
+            _ = check.tick() => None,
+            _ = state.live.registry.interest.notified() => None,
+            _ = state.shutdown.cancelled() => return,
+        };
+        if let Some(msg) = msg {
+            receive_one(&state, msg).await;
             continue;
         }
-        metrics::counter!(crate::telemetry::REPLICA_EVENTS, "direction" => "in")
-            .increment(env.bodies.len() as u64);
-        let lag = crate::now_ms().saturating_sub(env.at).max(0) as f64 / 1000.0;
-        metrics::histogram!(crate::telemetry::REPLICA_LAG).record(lag);
-        // The app store is read again once per message, however many changes it carries.
-        let mut app_refreshed = false;
-        let mut batch = Vec::with_capacity(env.bodies.len());
-        for body in env.bodies {
-            batch.extend(apply(&state, body, &mut app_refreshed).await);
+        let want = state.alerts.holding() || state.live.registry.wants_whole_samples();
+        if want && sub.is_none() {
+            match client
+                .subscribe(state.replicas.subject(SAMPLES_SUBJECT))
+                .await
+            {
+                Ok(s) => {
+                    // Once the server has the subscription, samples come from it; until then
+                    // from their cards (a sample may then arrive both ways: views keep one).
+                    if let Err(e) = client.flush().await {
+                        tracing::debug!(error = %e, "NATS flush after subscribing");
+                    }
+                    sub = Some(s);
+                    state.replicas.whole.store(true, Ordering::Relaxed);
+                    tracing::debug!("subscribed to other replicas' whole samples");
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot subscribe to whole samples"),
+            }
+        } else if !want && let Some(mut s) = sub.take() {
+            state.replicas.whole.store(false, Ordering::Relaxed);
+            let _ = s.unsubscribe().await;
+            tracing::debug!("unsubscribed from other replicas' whole samples");
         }
-        // One bus event per message: the live core and the alert engine wake once for all.
-        if !batch.is_empty() {
-            let _ = state.events.send(LiveEvent::Remote(Arc::from(batch)));
+    }
+}
+
+/// Applies one NATS message of events.
+async fn receive_one(state: &AppState, msg: async_nats::Message) {
+    if msg.payload.len() > MAX_EVENT_BYTES {
+        tracing::warn!(bytes = msg.payload.len(), "dropped an oversized NATS event");
+        return;
+    }
+    let env: Envelope = match serde_json::from_slice(&msg.payload) {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::warn!(error = %e, "dropped a NATS event this hub cannot read");
+            return;
         }
+    };
+    if env.from == state.replicas.id {
+        return;
+    }
+    metrics::counter!(crate::telemetry::REPLICA_EVENTS, "direction" => "in")
+        .increment(env.bodies.len() as u64);
+    let lag = crate::now_ms().saturating_sub(env.at).max(0) as f64 / 1000.0;
+    metrics::histogram!(crate::telemetry::REPLICA_LAG).record(lag);
+    // The app store is read again once per message, however many changes it carries.
+    let mut app_refreshed = false;
+    let mut batch = Vec::with_capacity(env.bodies.len());
+    for body in env.bodies {
+        batch.extend(apply(state, body, &mut app_refreshed).await);
+    }
+    if !batch.is_empty() {
+        apply_remote(state, &batch).await;
+    }
+}
+
+/// Applies other replicas' events to the live core (not through the bus: they are never
+/// forwarded again, and the alert engine takes their samples from [`apply`]).
+async fn apply_remote(state: &AppState, events: &[LiveEvent]) {
+    if crate::live::registry::apply_remote(&state.live, events) {
+        crate::live::registry::load_devices(state, false).await;
+        state.alerts.devices_changed();
     }
 }
 
 /// The bus event a body stands for (None for control messages, applied here).
 async fn apply(state: &AppState, body: Body, app_refreshed: &mut bool) -> Option<LiveEvent> {
+    let whole = state.replicas.whole.load(Ordering::Relaxed);
     Some(match body {
+        // Cards serve while whole samples are not subscribed to; then those come instead.
+        Body::Cards { device_id, cards } => {
+            if whole {
+                return None;
+            }
+            let samples: Vec<LiveSample> = cards
+                .iter()
+                .take(MAX_SAMPLES_PER_EVENT)
+                .map(|c| LiveSample {
+                    sample: c.sample(),
+                    json: Arc::clone(&NO_JSON),
+                })
+                .collect();
+            if samples.is_empty() {
+                return None;
+            }
+            LiveEvent::Samples {
+                device_id,
+                samples: Arc::new(samples),
+            }
+        }
+        Body::Samples { .. } if !whole => return None,
         Body::Samples {
             device_id,
             samples,
@@ -613,6 +800,8 @@ pub async fn lease(state: &AppState, name: &'static str) -> bool {
     metrics::gauge!(crate::telemetry::LEASES_HELD, "lease" => name).set(f64::from(u8::from(held)));
     if name == "alerts" && state.alerts.set_holding(held) {
         tracing::info!(held, "alert evaluation lease changed");
+        // The alert engine needs the other replicas' samples whole.
+        state.live.registry.interest.notify_one();
     }
     held
 }

@@ -62,21 +62,6 @@ pub enum LiveEvent {
     App(Arc<crate::live::appstore::AppChange>),
     /// An alert fired, changed or resolved: `{type:"alert", alert}` for `/ws/live`.
     Alert(Arc<str>),
-    /// Events another replica published (through NATS, see [`crate::replica`]), one NATS
-    /// message's worth, so subscribers wake once for all of them: applied like local ones,
-    /// never forwarded again.
-    Remote(Arc<[LiveEvent]>),
-}
-
-impl LiveEvent {
-    /// Whether this event, or one it carries, says the device list changed.
-    pub fn devices_changed(&self) -> bool {
-        match self {
-            LiveEvent::DevicesChanged => true,
-            LiveEvent::Remote(batch) => batch.iter().any(LiveEvent::devices_changed),
-            _ => false,
-        }
-    }
 }
 
 #[derive(Clone)]
@@ -128,6 +113,13 @@ impl AppState {
     pub fn raw_retention_ms(&self) -> i64 {
         self.raw_retention_ms
             .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Tells the live core (through the bus) and the alert engine that the device list
+    /// changed.
+    pub fn devices_changed(&self) {
+        let _ = self.events.send(LiveEvent::DevicesChanged);
+        self.alerts.devices_changed();
     }
 
     pub fn settings(&self) -> Settings {

@@ -139,6 +139,9 @@ async fn replicas_share_pairing_and_live_updates() {
     let Some((db, nats)) = services() else { return };
     let db = fresh_schema(&db).await;
     let (a, _da) = replica(&db, &nats);
+    // A, started first, evaluates alerts; B then needs other replicas' samples whole only
+    // for its viewers.
+    assert!(wait_alert_lease(&a.url, true, Duration::from_secs(10)).await);
     let (b, _db) = replica(&db, &nats);
     // Both printed a setup link; either creates the one first admin.
     let admin_b = ApiClient::setup(&b.url, &setup_token(&b), "admin", PASSWORD)
@@ -161,17 +164,51 @@ async fn replicas_share_pairing_and_live_updates() {
         "A lists the device approved on B"
     );
 
-    // A viewer on B sees samples an agent sends to A.
+    // With no view of whole samples on B, A's samples reach B's device cards by their card
+    // figures alone.
+    let bearer = format!("Bearer {token}");
+    let mut agent = FakeAgent::connect(&ws_of(&a), &dtoken, "host-r1")
+        .await
+        .expect("agent on A");
+    let mut cards = Ws::connect(
+        &format!("{}/api/store/ws", ws_of(&b)),
+        &[("authorization", &bearer)],
+    )
+    .await
+    .expect("store socket on B");
+    cards.recv().await;
+    let r = cards
+        .call(json!({"id": 1, "type": "store.subscribe", "query": "fleet-overview"}))
+        .await;
+    assert_eq!(r["data"]["data"][0]["id"], device.as_str(), "{r}");
+    assert!(!whole_samples(&b).await, "B needs no whole samples yet");
+    let t0 = (now_ms() / 1000 - 60) * 1000;
+    for (i, cpu) in [(0i64, 11.5), (1, 12.5)] {
+        let ack = agent
+            .send_batch(100 + i as u64, vec![sample("host-r1", t0 + i * 1000, cpu)])
+            .await;
+        assert!(matches!(ack, HubMessage::Ack { stored: 1, .. }), "{ack:?}");
+    }
+    let fleet = fleet_push(&mut cards, 12.5).await;
+    assert_eq!(fleet["spark"]["cpu"], json!([11.5, 12.5]), "{fleet}");
+    assert_eq!(fleet["status"], "online", "{fleet}");
+
+    // A viewer on B sees samples an agent sends to A, whole.
     let mut viewer = Ws::connect(
         &format!("{}/ws/live", ws_of(&b)),
-        &[("authorization", &format!("Bearer {token}"))],
+        &[("authorization", &bearer)],
     )
     .await
     .expect("viewer on B");
     assert_eq!(viewer.recv().await["type"], "connected");
-    let mut agent = FakeAgent::connect(&ws_of(&a), &dtoken, "host-r1")
-        .await
-        .expect("agent on A");
+    let until = Instant::now() + Duration::from_secs(5);
+    while !whole_samples(&b).await {
+        assert!(
+            Instant::now() < until,
+            "B subscribes to whole samples for its viewer"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let t0 = (now_ms() / 1000 - 30) * 1000;
     let mut lat = Vec::new();
     for i in 0..20i64 {
@@ -191,7 +228,27 @@ async fn replicas_share_pairing_and_live_updates() {
         assert_eq!(m["type"], "metrics", "{m}");
         assert_eq!(m["deviceId"], device.as_str());
         assert_eq!(m["ts"].as_i64(), Some(t0 + i * 1000));
+        assert_eq!(m["data"]["hostId"], "host-r1", "the whole sample: {m}");
+        assert!(m["data"]["cpu"]["perCore"].is_array(), "{m}");
+        assert_eq!(m["data"]["cpu"]["total"].as_f64(), Some(i as f64));
     }
+    // The cards follow the whole samples too (their cards on `live` are skipped, not lost).
+    fleet_push(&mut cards, 19.0).await;
+    // Without the viewer, B goes back to cards.
+    drop(viewer);
+    let until = Instant::now() + Duration::from_secs(5);
+    while whole_samples(&b).await {
+        assert!(
+            Instant::now() < until,
+            "B unsubscribes once its viewer left"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let ack = agent
+        .send_batch(200, vec![sample("host-r1", t0 + 25_000, 33.0)])
+        .await;
+    assert!(matches!(ack, HubMessage::Ack { stored: 1, .. }), "{ack:?}");
+    fleet_push(&mut cards, 33.0).await;
     lat.sort_by(f64::total_cmp);
     eprintln!(
         "ack on A -> push on B, ms: median {:.1}, max {:.1}",
@@ -211,6 +268,30 @@ async fn replicas_share_pairing_and_live_updates() {
     let closed = tokio::time::timeout(Duration::from_secs(2), agent.close_code()).await;
     assert!(closed.is_ok(), "agent on A closed after rotation on B");
     assert!(started.elapsed() < Duration::from_secs(1));
+}
+
+/// Whether the replica at `url` receives the others' samples whole now (its `/healthz`).
+async fn whole_samples(hub: &HubProcess) -> bool {
+    let (_, h) = ApiClient::anonymous(&hub.url).get("/healthz").await;
+    h["wholeSamples"]
+        .as_bool()
+        .expect("wholeSamples in /healthz")
+}
+
+/// Waits for a `fleet-overview` push whose first device shows `cpu`; returns that device.
+async fn fleet_push(ws: &mut Ws, cpu: f64) -> Value {
+    let until = Instant::now() + Duration::from_secs(5);
+    loop {
+        let left = until.saturating_duration_since(Instant::now());
+        let m = ws
+            .recv_within(left)
+            .await
+            .unwrap_or_else(|| panic!("a fleet-overview push with cpu {cpu}"));
+        let d = &m["data"][0];
+        if d["latest"]["cpu"].as_f64() == Some(cpu) {
+            return d.clone();
+        }
+    }
 }
 
 /// A webhook receiver counting notifications by kind.

@@ -36,6 +36,9 @@ pub const DEFAULT_SLACK: &str = "default-slack";
 pub const MAX_ATTEMPTS: i64 = 8;
 /// How long the engine gathers evaluations before committing their state changes together.
 const PERSIST_WINDOW: Duration = Duration::from_millis(100);
+/// Within a window, how often the engine takes the batches that arrived (an API call, such
+/// as an acknowledgement, waits at most this long for its turn).
+const DRAIN_EVERY: Duration = Duration::from_millis(20);
 /// Batches queued for the engine before ingest waits.
 const QUEUE: usize = 8192;
 
@@ -60,6 +63,9 @@ pub struct Alerts {
     tx: mpsc::Sender<Msg>,
     rx: std::sync::Mutex<Option<mpsc::Receiver<Msg>>>,
     kick: Notify,
+    /// Wakes the engine when the device list changed (so it does not listen to every
+    /// sample on the bus for it).
+    devices: Notify,
     channels: RwLock<HashMap<String, Channel>>,
     /// Whether this replica holds the `alerts` lease (always, for a hub on its own): only
     /// the holder evaluates rules and delivers notifications.
@@ -79,6 +85,7 @@ impl Alerts {
             tx,
             rx: std::sync::Mutex::new(Some(rx)),
             kick: Notify::new(),
+            devices: Notify::new(),
             channels: RwLock::new(HashMap::new()),
             holding: std::sync::atomic::AtomicBool::new(false),
         }
@@ -115,6 +122,12 @@ impl Alerts {
         self.holding
             .swap(held, std::sync::atomic::Ordering::Relaxed)
             != held
+    }
+
+    /// The device list changed (added, renamed, removed, or another replica said so): the
+    /// engine reads it again within a second.
+    pub fn devices_changed(&self) {
+        self.devices.notify_one();
     }
 
     /// Whether this replica evaluates alerts now.
@@ -386,7 +399,6 @@ async fn run_engine(state: AppState, mut rx: mpsc::Receiver<Msg>) {
     // Whether this task's engine holds the states (the `alerts` lease was taken by it; the
     // delivery task may take the lease first, so the shared flag does not say).
     let (mut engine, mut evaluating) = take_over(&state).await;
-    let mut events = state.events.subscribe();
     let mut devices_dirty = false;
     let mut ticks: u64 = 0;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -400,16 +412,23 @@ async fn run_engine(state: AppState, mut rx: mpsc::Receiver<Msg>) {
                 // Evaluate what arrives in the next PERSIST_WINDOW into the same step, so one
                 // commit carries the state changes of many batches; a step with something to
                 // notify, or an API call, is committed at once.
+                // Batches are taken every DRAIN_EVERY rather than as each arrives, so the
+                // engine wakes a few times per window, not once per agent's batch.
                 let deadline = tokio::time::Instant::now() + PERSIST_WINDOW;
                 let mut n = 1;
-                while reply.is_none() && step.notices.is_empty() && n < 4096 {
-                    match tokio::time::timeout_at(deadline, rx.recv()).await {
-                        Ok(Some(m)) => {
-                            reply = handle(&state, &mut engine, evaluating, m, &mut step).await;
-                            n += 1;
+                'window: while reply.is_none() && step.notices.is_empty() && n < 4096 {
+                    while let Ok(m) = rx.try_recv() {
+                        reply = handle(&state, &mut engine, evaluating, m, &mut step).await;
+                        n += 1;
+                        if reply.is_some() || !step.notices.is_empty() || n >= 4096 {
+                            break 'window;
                         }
-                        _ => break,
                     }
+                    let now = tokio::time::Instant::now();
+                    if now >= deadline || rx.is_closed() {
+                        break;
+                    }
+                    tokio::time::sleep_until(deadline.min(now + DRAIN_EVERY)).await;
                 }
                 persist(&state, step).await;
                 if let Some(r) = reply {
@@ -442,12 +461,7 @@ async fn run_engine(state: AppState, mut rx: mpsc::Receiver<Msg>) {
                 merge(&mut step, engine.tick(crate::now_ms()));
                 persist(&state, step).await;
             }
-            ev = events.recv() => match ev {
-                Ok(e) if e.devices_changed() => devices_dirty = true,
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => devices_dirty = true,
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
-                Ok(_) => {}
-            },
+            _ = state.alerts.devices.notified() => devices_dirty = true,
             _ = state.shutdown.cancelled() => {
                 // Evaluate what is already queued, then stop.
                 let mut step = Step::default();

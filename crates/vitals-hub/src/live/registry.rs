@@ -183,11 +183,17 @@ pub struct Subscriber<'a> {
 }
 
 impl DeviceEntry {
+    /// `json` is empty for a sample known only by its card figures (another replica's, while
+    /// no view here needs it whole): the cards and sparklines move, the latest JSON stays.
     fn observe(&mut self, s: &MetricSample, json: &Arc<str>) {
-        if self.latest.as_ref().is_some_and(|(ts, _)| *ts > s.ts) {
+        if self.latest.as_ref().is_some_and(|(ts, _)| *ts > s.ts)
+            || self.spark.back().is_some_and(|(ts, _)| *ts > s.ts)
+        {
             return; // an old sample replayed: the latest stays
         }
-        self.latest = Some((s.ts, Arc::clone(json)));
+        if !json.is_empty() {
+            self.latest = Some((s.ts, Arc::clone(json)));
+        }
         self.key_values.clear();
         let mut point = [None; 4];
         vitals_proto::series::for_each_key_series(s, |n, v| {
@@ -333,6 +339,12 @@ struct Inner {
 pub struct Registry {
     inner: Mutex<Inner>,
     coalesce: Duration,
+    /// Notified when a view that needs whole samples opens (a stream, a broadcast viewer, a
+    /// series window, a device's latest sample): a replica then subscribes to the other
+    /// replicas' whole samples ([`Registry::wants_whole_samples`]).
+    pub interest: tokio::sync::Notify,
+    /// Wakes the dispatcher to flush views changed outside it ([`apply_remote`]).
+    kick: tokio::sync::Notify,
 }
 
 fn push_frame(sub: u32, data: &str) -> String {
@@ -462,6 +474,8 @@ impl Registry {
         Registry {
             inner: Mutex::new(Inner::default()),
             coalesce,
+            interest: tokio::sync::Notify::new(),
+            kick: tokio::sync::Notify::new(),
         }
     }
 
@@ -571,6 +585,9 @@ impl Registry {
         ctx: Ctx,
         reply: impl FnOnce(&str),
     ) {
+        if matches!(key, QueryKey::DeviceSeries(..) | QueryKey::DeviceLatest(_)) {
+            self.interest.notify_one();
+        }
         let mut inner = self.lock();
         if !inner.nodes.contains_key(&key) {
             let mut window = VecDeque::new();
@@ -654,6 +671,7 @@ impl Registry {
     /// Adds a viewer to the device's stream, creating the stream for the first one. Returns
     /// whether the stream is new (its history should then be seeded with [`Self::seed_history`]).
     pub fn stream_join(&self, device: &str, conn: u64, outbox: &Arc<Outbox>) -> bool {
+        self.interest.notify_one();
         let mut inner = self.lock();
         let new = !inner.streams.contains_key(device);
         inner
@@ -730,6 +748,21 @@ impl Registry {
 
     pub fn broadcast_join(&self, conn: u64, outbox: &Arc<Outbox>) {
         self.lock().broadcast.insert(conn, Arc::clone(outbox));
+        self.interest.notify_one();
+    }
+
+    /// Whether a view here needs other replicas' samples whole (their JSON or every series),
+    /// not only their card figures: a broadcast viewer, a device stream, a series window or a
+    /// device's latest sample.
+    pub fn wants_whole_samples(&self) -> bool {
+        let inner = self.lock();
+        !inner.broadcast.is_empty()
+            || !inner.streams.is_empty()
+            || !inner.series.is_empty()
+            || inner
+                .nodes
+                .keys()
+                .any(|k| matches!(k, QueryKey::DeviceLatest(_)))
     }
 
     pub fn broadcast_leave(&self, conn: u64) {
@@ -747,24 +780,31 @@ impl Registry {
     // ---- the dispatcher ------------------------------------------------------------------
 
     fn on_samples(&self, device_id: &str, samples: &[LiveSample], now: i64) -> bool {
-        let parsed: Vec<(&MetricSample, &Arc<str>)> =
-            samples.iter().map(|l| (&l.sample, &l.json)).collect();
         let mut inner = self.lock();
         let inner = &mut *inner;
         let known = match inner.devices.get_mut(device_id) {
             Some(e) => {
-                for (s, j) in &parsed {
-                    e.observe(s, j);
+                for l in samples {
+                    e.observe(&l.sample, &l.json);
                 }
                 e.device.last_seen = Some(now);
                 true
             }
             None => false,
         };
-        // Device views.
-        mark(inner, QueryKey::DeviceLatest(device_id.to_string()));
-        mark(inner, QueryKey::FleetOverview);
-        mark(inner, QueryKey::Devices);
+        // Views of whole samples get only those another replica sent whole (a sample known
+        // by its card figures alone has no JSON).
+        let parsed: Vec<(&MetricSample, &Arc<str>)> = samples
+            .iter()
+            .filter(|l| !l.json.is_empty())
+            .map(|l| (&l.sample, &l.json))
+            .collect();
+        // Device views (none open: nothing to mark, no key to build).
+        if !inner.nodes.is_empty() {
+            mark(inner, QueryKey::DeviceLatest(device_id.to_string()));
+            mark(inner, QueryKey::FleetOverview);
+            mark(inner, QueryKey::Devices);
+        }
         if let Some(secs) = inner.series.get(device_id).cloned() {
             for s in secs {
                 let key = QueryKey::DeviceSeries(device_id.to_string(), s);
@@ -979,12 +1019,21 @@ fn on_event(live: &super::Live, ev: &LiveEvent, reload: &mut bool) {
         LiveEvent::DevicesChanged => *reload = true,
         LiveEvent::App(change) => live.registry.on_app(change),
         LiveEvent::Alert(json) => live.registry.on_alert(json),
-        LiveEvent::Remote(batch) => {
-            for e in batch.iter() {
-                on_event(live, e, reload);
-            }
-        }
     }
+}
+
+/// Applies events another replica sent ([`crate::replica`]) straight to the registry, not
+/// through the bus (whose other listeners have no use for them); returns whether the device
+/// list must be read again. The dispatcher is woken to flush only when a view changed.
+pub fn apply_remote(live: &super::Live, events: &[LiveEvent]) -> bool {
+    let mut reload = false;
+    for e in events {
+        on_event(live, e, &mut reload);
+    }
+    if !live.registry.lock().dirty.is_empty() {
+        live.registry.kick.notify_one();
+    }
+    reload
 }
 
 /// Loads the device list (and recent samples for the sparklines) into the registry.
@@ -1049,6 +1098,7 @@ pub async fn run(state: AppState) {
             }
             _ = tokio::time::sleep_until(sleep_until.into()), if next.is_some() => {}
             _ = tick.tick() => live.registry.mark_status_views(),
+            _ = live.registry.kick.notified() => {}
             _ = state.shutdown.cancelled() => return,
         }
         let mut reload = false;

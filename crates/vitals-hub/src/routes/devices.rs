@@ -12,7 +12,7 @@ use vitals_store::{Device, DeviceWithLatest};
 use crate::auth::{self, Admin, Viewer};
 use crate::error::{ApiError, ApiJson, ApiResult};
 use crate::routes::pairing::check_device_name;
-use crate::state::{AppState, LiveEvent};
+use crate::state::AppState;
 
 /// online / stale / offline from the last sample time.
 pub fn status_of(state: &AppState, last_seen: Option<i64>, now: i64) -> &'static str {
@@ -162,7 +162,7 @@ pub async fn create(
             now: crate::now_ms(),
         })
         .await?;
-    let _ = state.events.send(LiveEvent::DevicesChanged);
+    state.devices_changed();
     Ok((
         StatusCode::CREATED,
         ApiJson(json!({"device": device, "token": token})),
@@ -179,7 +179,7 @@ pub async fn rename(
     let name = check_device_name(&body.name)?;
     find(&state, &id).await?;
     state.store.rename_device(&id, &name).await?;
-    let _ = state.events.send(LiveEvent::DevicesChanged);
+    state.devices_changed();
     Ok(ApiJson(find(&state, &id).await?))
 }
 
@@ -193,7 +193,7 @@ pub async fn delete(
     state.agents.revoke(&id);
     state.store.delete_device(&id).await?;
     announce_revoked(&state, &id).await;
-    let _ = state.events.send(LiveEvent::DevicesChanged);
+    state.devices_changed();
     tracing::info!(device = %id, "device deleted");
     Ok(StatusCode::NO_CONTENT)
 }

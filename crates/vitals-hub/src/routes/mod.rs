@@ -136,6 +136,7 @@ async fn healthz(State(state): State<AppState>) -> Response {
                     "disconnected"
                 });
                 body["alerts"] = json!(state.alerts.holding());
+                body["wholeSamples"] = json!(state.replicas.whole_samples());
             }
             (StatusCode::OK, axum::Json(body)).into_response()
         }

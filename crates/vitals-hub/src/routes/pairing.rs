@@ -20,7 +20,7 @@ use vitals_store::{ApproveOutcome, ClaimOutcome, NewDeviceCode, StoreError};
 use crate::auth::{self, Admin};
 use crate::error::{ApiError, ApiJson, ApiResult};
 use crate::ratelimit::retry_secs;
-use crate::state::{AppState, LiveEvent};
+use crate::state::AppState;
 
 fn random_code() -> String {
     let mut rng = rand::rng();
@@ -146,7 +146,7 @@ pub async fn poll_token(
     Ok(match outcome {
         ClaimOutcome::Claimed { device_id } => {
             tracing::info!(device = %device_id, "device token delivered");
-            let _ = state.events.send(LiveEvent::DevicesChanged);
+            state.devices_changed();
             (
                 StatusCode::OK,
                 axum::Json(json!({"token": token, "deviceId": device_id})),
@@ -239,7 +239,7 @@ pub async fn approve_code(
     {
         ApproveOutcome::Approved(device) => {
             tracing::info!(device = %device.id, name = %device.name, "pairing approved");
-            let _ = state.events.send(LiveEvent::DevicesChanged);
+            state.devices_changed();
             Ok((StatusCode::CREATED, ApiJson(device)).into_response())
         }
         ApproveOutcome::NotFound => Err(ApiError::not_found("pairing code")),

@@ -2,7 +2,9 @@
 //! test) and one NATS server. Skipped, with the reason printed, unless
 //! `VITALS_TEST_DATABASE_URL` and `VITALS_TEST_NATS_URL` are set (`.ci/run` sets both).
 //!
-//! - pairing and live updates across replicas (an agent on A, a viewer on B);
+//! - pairing and live updates across replicas (an agent on A, a viewer on B: by card figures
+//!   until the viewer needs whole samples);
+//! - alerts evaluated on the lease holder from another replica's agent (whole samples);
 //! - `kill -9` of the replica holding the agent and the alert lease: the agent replays to B,
 //!   nothing acknowledged is lost, alerting moves to B and one alert notifies once;
 //! - the database away (a proxy between the hubs and PostgreSQL is cut): 503s and no acks,
@@ -323,6 +325,63 @@ fn kinds(got: &std::sync::Mutex<Vec<Value>>) -> Vec<String> {
         .iter()
         .map(|v| v["kind"].as_str().unwrap_or("?").to_string())
         .collect()
+}
+
+// Multi-threaded: the in-process webhook receiver must run while a child hub starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alerts_fire_on_the_lease_holder_from_another_replicas_agent() {
+    let Some((db, nats)) = services() else { return };
+    let db = fresh_schema(&db).await;
+    let (a, _da) = replica(&db, &nats);
+    assert!(wait_alert_lease(&a.url, true, Duration::from_secs(10)).await);
+    let admin_a = ApiClient::setup(&a.url, &setup_token(&a), "admin", PASSWORD)
+        .await
+        .expect("setup");
+    let (b, _db) = replica(&db, &nats);
+    // The lease holder takes other replicas' samples whole (its alert engine needs every
+    // series); B, with no viewer, needs only cards.
+    assert!(whole_samples(&a).await, "A evaluates alerts: whole samples");
+    assert!(!whole_samples(&b).await);
+    let (s, _) = admin_a
+        .post("/api/settings", json!({"alerts.allowPrivateTargets": true}))
+        .await;
+    assert_eq!(s, 200);
+    let (hook, got) = counter().await;
+    let (s, ch) = admin_a
+        .post(
+            "/api/notification-channels",
+            json!({"name": "hook", "kind": "webhook", "config": {"url": hook}}),
+        )
+        .await;
+    assert_eq!(s, 201, "{ch}");
+    let (device, dtoken) = pair(&ApiClient::anonymous(&b.url), &admin_a, "host-x").await;
+    // A series of the whole sample only (temperatures are not card figures).
+    let (s, r) = admin_a
+        .post(
+            "/api/alert-rules",
+            json!({"name": "hot", "deviceIds": [device], "metric": "temperature",
+                   "threshold": 90, "durationSec": 3, "recoverySec": 0,
+                   "channelIds": [ch["id"]]}),
+        )
+        .await;
+    assert_eq!(s, 201, "{r}");
+    let mut agent = FakeAgent::connect(&ws_of(&b), &dtoken, "host-x")
+        .await
+        .expect("agent on B");
+    let base = now_ms() - 60_000;
+    for i in 0..6i64 {
+        let mut s = sample("host-x", base + i * 1000, 10.0);
+        assert!(!s.temps.is_empty(), "the simulated host has temperatures");
+        s.temps.iter_mut().for_each(|t| t.celsius = 95.0);
+        let ack = agent.send_batch(i as u64 + 1, vec![s]).await;
+        assert!(matches!(ack, HubMessage::Ack { stored: 1, .. }), "{ack:?}");
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while kinds(&got).is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(kinds(&got), vec!["firing"], "one notification, from A");
 }
 
 // Multi-threaded: the in-process receiver/proxy must run while a child hub starts.

@@ -246,6 +246,7 @@ pub async fn start_with_store(
         }
         writer_stop.cancel();
         let _ = writer_task.await;
+        task_state.alerts.stopped(Duration::from_secs(5)).await;
         task_state.store.close().await;
         tracing::info!("hub stopped");
         served

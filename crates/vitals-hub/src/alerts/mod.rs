@@ -66,6 +66,9 @@ pub struct Alerts {
     /// Wakes the engine when the device list changed (so it does not listen to every
     /// sample on the bus for it).
     devices: Notify,
+    /// The engine task, awaited at shutdown so its last states are stored before the store
+    /// closes.
+    engine_task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     channels: RwLock<HashMap<String, Channel>>,
     /// Whether this replica holds the `alerts` lease (always, for a hub on its own): only
     /// the holder evaluates rules and delivers notifications.
@@ -86,6 +89,7 @@ impl Alerts {
             rx: std::sync::Mutex::new(Some(rx)),
             kick: Notify::new(),
             devices: Notify::new(),
+            engine_task: std::sync::Mutex::new(None),
             channels: RwLock::new(HashMap::new()),
             holding: std::sync::atomic::AtomicBool::new(false),
         }
@@ -128,6 +132,18 @@ impl Alerts {
     /// engine reads it again within a second.
     pub fn devices_changed(&self) {
         self.devices.notify_one();
+    }
+
+    /// Waits (at most `limit`) for the engine to store its last states after shutdown.
+    pub async fn stopped(&self, limit: Duration) {
+        let task = self
+            .engine_task
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(t) = task {
+            let _ = tokio::time::timeout(limit, t).await;
+        }
     }
 
     /// Whether this replica evaluates alerts now.
@@ -388,7 +404,12 @@ pub fn spawn(state: &AppState) {
         .unwrap_or_else(|p| p.into_inner())
         .take();
     let Some(rx) = rx else { return };
-    tokio::spawn(run_engine(state.clone(), rx));
+    let engine = tokio::spawn(run_engine(state.clone(), rx));
+    *state
+        .alerts
+        .engine_task
+        .lock()
+        .unwrap_or_else(|p| p.into_inner()) = Some(engine);
     tokio::spawn(run_delivery(state.clone()));
 }
 

@@ -319,6 +319,23 @@ async fn counter() -> (String, Arc<std::sync::Mutex<Vec<Value>>>) {
     (url, got)
 }
 
+/// A webhook channel to a [`counter`] (private targets allowed): its id and what it got.
+async fn hook_channel(admin: &ApiClient) -> (Value, Arc<std::sync::Mutex<Vec<Value>>>) {
+    let (s, _) = admin
+        .post("/api/settings", json!({"alerts.allowPrivateTargets": true}))
+        .await;
+    assert_eq!(s, 200);
+    let (hook, got) = counter().await;
+    let (s, ch) = admin
+        .post(
+            "/api/notification-channels",
+            json!({"name": "hook", "kind": "webhook", "config": {"url": hook}}),
+        )
+        .await;
+    assert_eq!(s, 201, "{ch}");
+    (ch["id"].clone(), got)
+}
+
 fn kinds(got: &std::sync::Mutex<Vec<Value>>) -> Vec<String> {
     got.lock()
         .expect("lock")
@@ -342,18 +359,7 @@ async fn alerts_fire_on_the_lease_holder_from_another_replicas_agent() {
     // series); B, with no viewer, needs only cards.
     assert!(whole_samples(&a).await, "A evaluates alerts: whole samples");
     assert!(!whole_samples(&b).await);
-    let (s, _) = admin_a
-        .post("/api/settings", json!({"alerts.allowPrivateTargets": true}))
-        .await;
-    assert_eq!(s, 200);
-    let (hook, got) = counter().await;
-    let (s, ch) = admin_a
-        .post(
-            "/api/notification-channels",
-            json!({"name": "hook", "kind": "webhook", "config": {"url": hook}}),
-        )
-        .await;
-    assert_eq!(s, 201, "{ch}");
+    let (ch, got) = hook_channel(&admin_a).await;
     let (device, dtoken) = pair(&ApiClient::anonymous(&b.url), &admin_a, "host-x").await;
     // A series of the whole sample only (temperatures are not card figures).
     let (s, r) = admin_a
@@ -361,7 +367,7 @@ async fn alerts_fire_on_the_lease_holder_from_another_replicas_agent() {
             "/api/alert-rules",
             json!({"name": "hot", "deviceIds": [device], "metric": "temperature",
                    "threshold": 90, "durationSec": 3, "recoverySec": 0,
-                   "channelIds": [ch["id"]]}),
+                   "channelIds": [ch]}),
         )
         .await;
     assert_eq!(s, 201, "{r}");
@@ -401,24 +407,13 @@ async fn kill_9_moves_agents_and_alerting_to_the_other_replica() {
     let (b, _db) = replica(&db, &nats);
     assert!(wait_alert_lease(&b.url, false, Duration::from_secs(5)).await);
     let admin_b = ApiClient::with_bearer(&b.url, &key);
-    let (s, _) = admin_b
-        .post("/api/settings", json!({"alerts.allowPrivateTargets": true}))
-        .await;
-    assert_eq!(s, 200);
-    let (hook, got) = counter().await;
-    let (s, ch) = admin_b
-        .post(
-            "/api/notification-channels",
-            json!({"name": "hook", "kind": "webhook", "config": {"url": hook}}),
-        )
-        .await;
-    assert_eq!(s, 201, "{ch}");
+    let (ch, got) = hook_channel(&admin_b).await;
     let (device, dtoken) = pair(&ApiClient::anonymous(&a.url), &admin_b, "host-k").await;
     let (s, r) = admin_b
         .post(
             "/api/alert-rules",
             json!({"name": "cpu", "deviceIds": [device], "metric": "cpu", "threshold": 90,
-                   "durationSec": 5, "recoverySec": 0, "channelIds": [ch["id"]]}),
+                   "durationSec": 5, "recoverySec": 0, "channelIds": [ch]}),
         )
         .await;
     assert_eq!(s, 201, "{r}");

@@ -16,7 +16,12 @@
 //!   or one of its viewers watches a broadcast, a device stream, a series window or a device's
 //!   latest sample ([`crate::live::registry::Registry::wants_whole_samples`]). While it does,
 //!   it takes samples from there and skips their cards on `live`; otherwise it reads cards
-//!   only, so a replica nobody watches pays little for the others' agents.
+//!   only, so a replica nobody watches pays little for the others' agents. Both messages of
+//!   one gathering round carry its number, so at the switch a replica still applies the
+//!   cards whose whole copies were sent before its subscription took effect, and when it
+//!   unsubscribes it applies the whole samples already delivered.
+//! - Messages carry a protocol version ([`PROTOCOL`]); a replica ignores (and reports once)
+//!   those of another version, so replicas are upgraded together.
 //! - Control messages ([`Control`]) tell the others what changed outside the live core: a
 //!   revoked device token (they close its agent connections), edited settings (they reload
 //!   them), edited alert rules (they reload them).
@@ -45,6 +50,9 @@ use crate::state::{AppState, LiveEvent, LiveSample};
 
 /// Subject of live change events, after `vitals.<cluster>.` (see [`Replicas::subject`]).
 pub const LIVE_SUBJECT: &str = "live";
+/// Version of the messages replicas exchange: a replica drops (and reports once) messages
+/// of another version, so a rolling upgrade never misreads them.
+pub const PROTOCOL: u32 = 2;
 /// Subject of whole samples, after `vitals.<cluster>.` (subscribed only while needed).
 pub const SAMPLES_SUBJECT: &str = "samples";
 /// Subject of alert acknowledgements forwarded to the replica evaluating alerts.
@@ -81,8 +89,15 @@ pub enum Control {
 /// One message on [`LIVE_SUBJECT`]: the events a replica published in a few milliseconds.
 #[derive(Debug, Deserialize)]
 struct Envelope {
+    /// The replicas' protocol version ([`PROTOCOL`]); other versions are dropped.
+    #[serde(default)]
+    v: u32,
     /// The replica that sent it (its own messages are skipped).
     from: String,
+    /// The sender's gathering round: its `live` and `samples` messages of one round share it,
+    /// so a replica starting to take whole samples knows which cards it must still apply.
+    #[serde(default)]
+    seq: u64,
     /// Unix ms when it was sent (for the cross-replica latency histogram).
     at: i64,
     bodies: Vec<Body>,
@@ -244,6 +259,14 @@ pub struct Replicas {
     connected: AtomicBool,
     /// Whether this replica is subscribed to whole samples now (then it skips cards).
     whole: AtomicBool,
+    /// Per sender, the round of the first whole samples received since subscribing: cards
+    /// of earlier rounds are still applied (their whole copies were sent before the
+    /// subscription took effect).
+    first_whole: std::sync::Mutex<std::collections::HashMap<String, u64>>,
+    /// This replica's gathering round ([`Envelope::seq`]).
+    round: std::sync::atomic::AtomicU64,
+    /// Whether a message of another protocol version was reported already.
+    version_reported: AtomicBool,
 }
 
 impl Default for Replicas {
@@ -260,6 +283,9 @@ impl Replicas {
             prefix: std::sync::OnceLock::new(),
             connected: AtomicBool::new(false),
             whole: AtomicBool::new(false),
+            first_whole: std::sync::Mutex::new(std::collections::HashMap::new()),
+            round: std::sync::atomic::AtomicU64::new(0),
+            version_reported: AtomicBool::new(false),
         }
     }
 
@@ -277,6 +303,27 @@ impl Replicas {
     /// Whether this replica receives the others' samples whole now (else by their cards).
     pub fn whole_samples(&self) -> bool {
         self.whole.load(Ordering::Relaxed)
+    }
+
+    fn first_whole(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, u64>> {
+        self.first_whole.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn first_whole_reset(&self) {
+        self.first_whole().clear();
+    }
+
+    /// Records that whole samples of `from`'s round `seq` arrived (the first one counts).
+    fn note_whole(&self, from: &str, seq: u64) {
+        let mut m = self.first_whole();
+        if !m.contains_key(from) {
+            m.insert(from.to_string(), seq);
+        }
+    }
+
+    /// The first round of `from` whose whole samples arrived since subscribing.
+    fn whole_since(&self, from: &str) -> Option<u64> {
+        self.first_whole().get(from).copied()
     }
 
     /// Whether NATS is connected now.
@@ -304,8 +351,9 @@ impl Replicas {
             return;
         }
         let head = format!(
-            r#"{{"from":"{}","at":{},"bodies":["#,
+            r#"{{"v":{PROTOCOL},"from":"{}","seq":{},"at":{},"bodies":["#,
             self.id,
+            self.round.load(Ordering::Relaxed),
             crate::now_ms()
         );
         let mut msg =
@@ -430,6 +478,7 @@ async fn forward(state: AppState) {
             _ = state.shutdown.cancelled() => return,
         };
         let deadline = tokio::time::Instant::now() + GATHER;
+        state.replicas.round.fetch_add(1, Ordering::Relaxed);
         let mut next = Some(first);
         loop {
             while let Some(ev) = next.take() {
@@ -598,7 +647,7 @@ async fn receive(state: AppState, mut sub: async_nats::Subscriber) {
             _ = state.shutdown.cancelled() => return,
         };
         let Some(msg) = msg else { return };
-        receive_one(&state, msg).await;
+        receive_one(&state, msg, false).await;
     }
 }
 
@@ -623,7 +672,7 @@ async fn receive_whole(state: AppState) {
         tokio::select! {
             m = next => {
                 match m {
-                    Some(msg) => receive_one(&state, msg).await,
+                    Some(msg) => receive_one(&state, msg, true).await,
                     // The client closed the subscription: take a new one if still needed.
                     None => {
                         sub = None;
@@ -645,6 +694,7 @@ async fn receive_whole(state: AppState) {
                 Ok(s) => {
                     // Once the server has the subscription, samples come from it; until then
                     // from their cards (a sample may then arrive both ways: views keep one).
+                    state.replicas.first_whole_reset();
                     if let Err(e) = client.flush().await {
                         tracing::debug!(error = %e, "NATS flush after subscribing");
                     }
@@ -655,15 +705,23 @@ async fn receive_whole(state: AppState) {
                 Err(e) => tracing::warn!(error = %e, "cannot subscribe to whole samples"),
             }
         } else if !want && let Some(mut s) = sub.take() {
+            // Cards apply again from now; whole samples already delivered are applied too,
+            // so none whose card was skipped is lost (views keep one of each).
             state.replicas.whole.store(false, Ordering::Relaxed);
             let _ = s.unsubscribe().await;
+            while let Ok(Some(msg)) =
+                tokio::time::timeout(Duration::from_millis(100), s.next()).await
+            {
+                receive_one(&state, msg, true).await;
+            }
+            state.replicas.first_whole_reset();
             tracing::debug!("unsubscribed from other replicas' whole samples");
         }
     }
 }
 
-/// Applies one NATS message of events.
-async fn receive_one(state: &AppState, msg: async_nats::Message) {
+/// Applies one NATS message of events; `whole_subject` when it came on [`SAMPLES_SUBJECT`].
+async fn receive_one(state: &AppState, msg: async_nats::Message, whole_subject: bool) {
     if msg.payload.len() > MAX_EVENT_BYTES {
         tracing::warn!(bytes = msg.payload.len(), "dropped an oversized NATS event");
         return;
@@ -675,9 +733,35 @@ async fn receive_one(state: &AppState, msg: async_nats::Message) {
             return;
         }
     };
+    if env.v != PROTOCOL {
+        if !state
+            .replicas
+            .version_reported
+            .swap(true, Ordering::Relaxed)
+        {
+            tracing::warn!(
+                theirs = env.v,
+                ours = PROTOCOL,
+                from = %env.from,
+                "a replica of another version shares this database's NATS subjects; its live \
+                 updates are ignored until every replica runs the same version"
+            );
+        }
+        return;
+    }
     if env.from == state.replicas.id {
         return;
     }
+    let skip_cards = if whole_subject {
+        state.replicas.note_whole(&env.from, env.seq);
+        false
+    } else {
+        state.replicas.whole.load(Ordering::Relaxed)
+            && state
+                .replicas
+                .whole_since(&env.from)
+                .is_some_and(|f| env.seq >= f)
+    };
     metrics::counter!(crate::telemetry::REPLICA_EVENTS, "direction" => "in")
         .increment(env.bodies.len() as u64);
     let lag = crate::now_ms().saturating_sub(env.at).max(0) as f64 / 1000.0;
@@ -686,7 +770,7 @@ async fn receive_one(state: &AppState, msg: async_nats::Message) {
     let mut app_refreshed = false;
     let mut batch = Vec::with_capacity(env.bodies.len());
     for body in env.bodies {
-        batch.extend(apply(state, body, &mut app_refreshed).await);
+        batch.extend(apply(state, body, skip_cards, &mut app_refreshed).await);
     }
     if !batch.is_empty() {
         apply_remote(state, &batch).await;
@@ -703,12 +787,17 @@ async fn apply_remote(state: &AppState, events: &[LiveEvent]) {
 }
 
 /// The bus event a body stands for (None for control messages, applied here).
-async fn apply(state: &AppState, body: Body, app_refreshed: &mut bool) -> Option<LiveEvent> {
-    let whole = state.replicas.whole.load(Ordering::Relaxed);
+/// `skip_cards`: the samples of this message's cards come whole on the other subject.
+async fn apply(
+    state: &AppState,
+    body: Body,
+    skip_cards: bool,
+    app_refreshed: &mut bool,
+) -> Option<LiveEvent> {
     Some(match body {
         // Cards serve while whole samples are not subscribed to; then those come instead.
         Body::Cards { device_id, cards } => {
-            if whole {
+            if skip_cards {
                 return None;
             }
             let samples: Vec<LiveSample> = cards
@@ -727,7 +816,6 @@ async fn apply(state: &AppState, body: Body, app_refreshed: &mut bool) -> Option
                 samples: Arc::new(samples),
             }
         }
-        Body::Samples { .. } if !whole => return None,
         Body::Samples {
             device_id,
             samples,

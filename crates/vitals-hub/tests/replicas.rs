@@ -234,8 +234,12 @@ async fn replicas_share_pairing_and_live_updates() {
         assert!(m["data"]["cpu"]["perCore"].is_array(), "{m}");
         assert_eq!(m["data"]["cpu"]["total"].as_f64(), Some(i as f64));
     }
-    // The cards follow the whole samples too (their cards on `live` are skipped, not lost).
-    fleet_push(&mut cards, 19.0).await;
+    // The device card follows the whole samples too (their cards on `live` are skipped), and
+    // each sample is one sparkline point.
+    let fleet = fleet_push(&mut cards, 19.0).await;
+    let spark: Vec<f64> = serde_json::from_value(fleet["spark"]["cpu"].clone()).expect("spark");
+    let whole: Vec<f64> = (0..20).map(|i| i as f64).collect();
+    assert!(spark.ends_with(&whole), "{spark:?}");
     // Without the viewer, B goes back to cards.
     drop(viewer);
     let until = Instant::now() + Duration::from_secs(5);
@@ -250,7 +254,9 @@ async fn replicas_share_pairing_and_live_updates() {
         .send_batch(200, vec![sample("host-r1", t0 + 25_000, 33.0)])
         .await;
     assert!(matches!(ack, HubMessage::Ack { stored: 1, .. }), "{ack:?}");
-    fleet_push(&mut cards, 33.0).await;
+    let fleet = fleet_push(&mut cards, 33.0).await;
+    let spark: Vec<f64> = serde_json::from_value(fleet["spark"]["cpu"].clone()).expect("spark");
+    assert!(spark.ends_with(&[18.0, 19.0, 33.0]), "{spark:?}");
     lat.sort_by(f64::total_cmp);
     eprintln!(
         "ack on A -> push on B, ms: median {:.1}, max {:.1}",

@@ -184,7 +184,10 @@ pub struct Subscriber<'a> {
 
 impl DeviceEntry {
     /// `json` is empty for a sample known only by its card figures (another replica's, while
-    /// no view here needs it whole): the cards and sparklines move, the latest JSON stays.
+    /// no view here needs it whole): the cards and sparklines move, and an older latest JSON
+    /// is dropped rather than shown as current (the store's newest sample stands in for it).
+    /// A sample seen twice (a replica switching between cards and whole samples may get
+    /// both) replaces its sparkline point instead of adding one.
     fn observe(&mut self, s: &MetricSample, json: &Arc<str>) {
         if self.latest.as_ref().is_some_and(|(ts, _)| *ts > s.ts)
             || self.spark.back().is_some_and(|(ts, _)| *ts > s.ts)
@@ -193,6 +196,11 @@ impl DeviceEntry {
         }
         if !json.is_empty() {
             self.latest = Some((s.ts, Arc::clone(json)));
+        } else if self.latest.as_ref().is_some_and(|(ts, _)| *ts < s.ts) {
+            self.latest = None;
+        }
+        if self.spark.back().is_some_and(|(ts, _)| *ts == s.ts) {
+            self.spark.pop_back();
         }
         self.key_values.clear();
         let mut point = [None; 4];
@@ -585,9 +593,8 @@ impl Registry {
         ctx: Ctx,
         reply: impl FnOnce(&str),
     ) {
-        if matches!(key, QueryKey::DeviceSeries(..) | QueryKey::DeviceLatest(_)) {
-            self.interest.notify_one();
-        }
+        // Told once the view exists, so a replica sees it when it checks.
+        let wants_whole = matches!(key, QueryKey::DeviceSeries(..) | QueryKey::DeviceLatest(_));
         let mut inner = self.lock();
         if !inner.nodes.contains_key(&key) {
             let mut window = VecDeque::new();
@@ -623,6 +630,10 @@ impl Registry {
         if let Some(node) = inner.nodes.get_mut(&key) {
             node.subs.push((who.conn, who.sub, Arc::clone(who.outbox)));
             reply(&node.last);
+        }
+        drop(inner);
+        if wants_whole {
+            self.interest.notify_one();
         }
     }
 
@@ -671,15 +682,18 @@ impl Registry {
     /// Adds a viewer to the device's stream, creating the stream for the first one. Returns
     /// whether the stream is new (its history should then be seeded with [`Self::seed_history`]).
     pub fn stream_join(&self, device: &str, conn: u64, outbox: &Arc<Outbox>) -> bool {
+        let new = {
+            let mut inner = self.lock();
+            let new = !inner.streams.contains_key(device);
+            inner
+                .streams
+                .entry(device.to_string())
+                .or_default()
+                .viewers
+                .insert(conn, (Arc::clone(outbox), 0));
+            new
+        };
         self.interest.notify_one();
-        let mut inner = self.lock();
-        let new = !inner.streams.contains_key(device);
-        inner
-            .streams
-            .entry(device.to_string())
-            .or_default()
-            .viewers
-            .insert(conn, (Arc::clone(outbox), 0));
         new
     }
 
@@ -1120,5 +1134,64 @@ pub async fn run(state: AppState) {
             load_devices(&state, false).await;
         }
         next = live.registry.flush(&live.app, Ctx::of(&state));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry() -> DeviceEntry {
+        DeviceEntry {
+            device: Device {
+                id: "d".into(),
+                seq: 1,
+                name: "d".into(),
+                host_id: "h".into(),
+                simulated: false,
+                agent_version: None,
+                created_at: 0,
+                last_seen: None,
+                has_token: true,
+            },
+            latest: None,
+            key_values: Vec::new(),
+            spark: VecDeque::new(),
+        }
+    }
+
+    fn at(ts: i64, cpu: f64) -> MetricSample {
+        let mut s = MetricSample {
+            ts,
+            ..MetricSample::default()
+        };
+        s.cpu.total = cpu;
+        s
+    }
+
+    #[test]
+    fn a_sample_seen_twice_is_one_point_and_a_card_drops_an_older_latest() {
+        let mut e = entry();
+        let json: Arc<str> = Arc::from(r#"{"ts":1}"#);
+        let card: Arc<str> = Arc::from("");
+        let spark = |e: &DeviceEntry| e.spark.iter().map(|p| p.0).collect::<Vec<_>>();
+        e.observe(&at(1000, 1.0), &json);
+        assert_eq!(e.latest.as_ref().map(|l| l.0), Some(1000));
+        // A newer sample known by its card only: the older JSON is not shown as current.
+        e.observe(&at(2000, 2.0), &card);
+        assert!(e.latest.is_none());
+        // The same sample whole, then its card again: one point, the whole JSON kept.
+        e.observe(&at(2000, 2.0), &json);
+        e.observe(&at(2000, 2.0), &card);
+        assert_eq!(spark(&e), vec![1000, 2000]);
+        assert_eq!(e.latest.as_ref().map(|l| l.0), Some(2000));
+        assert_eq!(
+            e.key_values.iter().find(|(n, _)| *n == "cpu").map(|x| x.1),
+            Some(2.0)
+        );
+        // An older sample replayed changes nothing.
+        e.observe(&at(500, 9.0), &json);
+        assert_eq!(spark(&e), vec![1000, 2000]);
+        assert_eq!(e.latest.as_ref().map(|l| l.0), Some(2000));
     }
 }

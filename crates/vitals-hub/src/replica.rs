@@ -71,6 +71,8 @@ const MESSAGE_BYTES: usize = 256 * 1024;
 const MAX_SAMPLES_PER_EVENT: usize = 1000;
 /// The JSON of a sample known only by its card figures: none.
 static NO_JSON: std::sync::LazyLock<Arc<str>> = std::sync::LazyLock::new(|| Arc::from(""));
+/// Most other replicas whose first whole round is remembered (see [`Replicas::note_whole`]).
+const MAX_SENDERS: usize = 256;
 /// The device-state kinds a remote replica may announce.
 const STATE_KINDS: [&str; 3] = ["system-info", "processes", "network-interfaces"];
 
@@ -314,9 +316,11 @@ impl Replicas {
     }
 
     /// Records that whole samples of `from`'s round `seq` arrived (the first one counts).
+    /// At most [`MAX_SENDERS`] senders are kept: cards of others are applied as well as their
+    /// whole samples (views keep one of each), so nothing is lost past the cap.
     fn note_whole(&self, from: &str, seq: u64) {
         let mut m = self.first_whole();
-        if !m.contains_key(from) {
+        if !m.contains_key(from) && m.len() < MAX_SENDERS {
             m.insert(from.to_string(), seq);
         }
     }
@@ -485,14 +489,11 @@ async fn forward(state: AppState) {
                 if matches!(ev, Err(RecvError::Closed)) {
                     return;
                 }
-                if let Ok(LiveEvent::Samples { device_id, samples }) = &ev {
-                    if let Some(body) = encode_samples(device_id, samples) {
-                        whole.push(&state, body).await;
-                    }
-                    if let Some(body) = encode_cards(device_id, samples) {
-                        live.push(&state, body).await;
-                    }
-                } else if let Some(body) = encode(ev) {
+                let (for_whole, for_live) = encode(ev);
+                if let Some(body) = for_whole {
+                    whole.push(&state, body).await;
+                }
+                if let Some(body) = for_live {
                     live.push(&state, body).await;
                 }
                 next = try_next(&mut rx);
@@ -561,28 +562,37 @@ impl Pending {
     }
 }
 
-/// One bus event other than samples as an encoded [`Body`]; None for what is not forwarded.
-fn encode(ev: Result<LiveEvent, RecvError>) -> Option<Vec<u8>> {
+/// One bus event as encoded [`Body`]s: `(for SAMPLES_SUBJECT, for LIVE_SUBJECT)`, None where
+/// nothing is sent. Samples go whole to the first and as their cards to the second.
+fn encode(ev: Result<LiveEvent, RecvError>) -> (Option<Vec<u8>>, Option<Vec<u8>>) {
     let body = match ev {
-        Err(RecvError::Closed) => return None,
-        Ok(LiveEvent::Samples { device_id, samples }) => Body::Cards {
-            cards: samples.iter().map(|l| Card::of(&l.sample)).collect(),
-            device_id,
-        },
+        Err(RecvError::Closed) => return (None, None),
+        Ok(LiveEvent::Samples { device_id, samples }) => {
+            let cards: Vec<Card> = samples.iter().map(|l| Card::of(&l.sample)).collect();
+            let whole = encode_samples(&device_id, &samples, &cards);
+            let cards = serde_json::to_vec(&Body::Cards { device_id, cards }).ok();
+            return (whole, cards.and_then(sized));
+        }
         Ok(LiveEvent::State {
             device_id,
             kind,
             json,
-        }) => Body::State {
-            device_id,
-            kind: kind.to_string(),
-            json: raw(&json)?,
+        }) => match raw(&json) {
+            Some(json) => Body::State {
+                device_id,
+                kind: kind.to_string(),
+                json,
+            },
+            None => return (None, None),
         },
         Ok(LiveEvent::DevicesChanged) => Body::DevicesChanged,
         Ok(LiveEvent::App(change)) => Body::App {
             change: (*change).clone(),
         },
-        Ok(LiveEvent::Alert(json)) => Body::Alert { json: raw(&json)? },
+        Ok(LiveEvent::Alert(json)) => match raw(&json) {
+            Some(json) => Body::Alert { json },
+            None => return (None, None),
+        },
         Err(RecvError::Lagged(n)) => {
             tracing::warn!(
                 missed = n,
@@ -591,7 +601,11 @@ fn encode(ev: Result<LiveEvent, RecvError>) -> Option<Vec<u8>> {
             Body::DevicesChanged
         }
     };
-    let bytes = serde_json::to_vec(&body).ok()?;
+    (None, serde_json::to_vec(&body).ok().and_then(sized))
+}
+
+/// `bytes` if they fit in one NATS message ([`MESSAGE_BYTES`]); else None, reported.
+fn sized(bytes: Vec<u8>) -> Option<Vec<u8>> {
     if bytes.len() > MESSAGE_BYTES {
         tracing::warn!(
             bytes = bytes.len(),
@@ -602,19 +616,10 @@ fn encode(ev: Result<LiveEvent, RecvError>) -> Option<Vec<u8>> {
     Some(bytes)
 }
 
-/// A [`Body::Cards`]: the samples' card figures.
-fn encode_cards(device_id: &str, samples: &[LiveSample]) -> Option<Vec<u8>> {
-    serde_json::to_vec(&Body::Cards {
-        device_id: device_id.to_string(),
-        cards: samples.iter().map(|l| Card::of(&l.sample)).collect(),
-    })
-    .ok()
-}
-
 /// A [`Body::Samples`], written around each sample's JSON as it is (the hub made it and
-/// sends it to its own viewers already): no copy, no second serialisation.
-fn encode_samples(device_id: &str, samples: &[LiveSample]) -> Option<Vec<u8>> {
-    let cards: Vec<Card> = samples.iter().map(|l| Card::of(&l.sample)).collect();
+/// sends it to its own viewers already): no copy, no second serialisation. `cards` are the
+/// samples' card figures, in the same order.
+fn encode_samples(device_id: &str, samples: &[LiveSample], cards: &[Card]) -> Option<Vec<u8>> {
     let size = samples.iter().map(|l| l.json.len() + 1).sum::<usize>();
     let mut out = Vec::with_capacity(size + 64 * samples.len() + 64);
     out.extend_from_slice(br#"{"samples":{"device_id":"#);
@@ -627,16 +632,9 @@ fn encode_samples(device_id: &str, samples: &[LiveSample]) -> Option<Vec<u8>> {
         out.extend_from_slice(l.json.as_bytes());
     }
     out.extend_from_slice(br#"],"cards":"#);
-    serde_json::to_writer(&mut out, &cards).ok()?;
+    serde_json::to_writer(&mut out, cards).ok()?;
     out.extend_from_slice(b"}}");
-    if out.len() > MESSAGE_BYTES {
-        tracing::warn!(
-            bytes = out.len(),
-            "a live event too large for NATS was not forwarded"
-        );
-        return None;
-    }
-    Some(out)
+    sized(out)
 }
 
 /// Applies the other replicas' events to this replica.
@@ -979,25 +977,39 @@ mod tests {
     }
 
     #[test]
-    fn samples_written_by_hand_read_back_as_a_body() {
+    fn samples_encode_whole_and_as_cards_and_read_back() {
         let s: MetricSample = serde_json::from_str(
             r#"{"v":1,"ts":7,"hostId":"h","cpu":{"total":1},"mem":{"used":1,"total":2},
             "net":{"txBps":0,"rxBps":0},"uptimeSec":1,"procCount":1}"#,
         )
         .expect("sample");
-        let live = [LiveSample::new(s.clone()), LiveSample::new(s)];
-        let bytes = encode_samples("dev \"1\"", &live).expect("encoded");
+        let live = Arc::new(vec![LiveSample::new(s.clone()), LiveSample::new(s)]);
+        let (whole, cards) = encode(Ok(LiveEvent::Samples {
+            device_id: "dev \"1\"".into(),
+            samples: Arc::clone(&live),
+        }));
         let Body::Samples {
             device_id,
             samples,
-            cards,
-        } = serde_json::from_slice(&bytes).expect("a body")
+            cards: with_whole,
+        } = serde_json::from_slice(&whole.expect("whole")).expect("a body")
         else {
             panic!("not samples")
         };
         assert_eq!(device_id, "dev \"1\"");
         assert_eq!(samples.len(), 2);
         assert_eq!(samples[0].get(), &*live[0].json);
+        assert_eq!(with_whole.len(), 2);
+        let Body::Cards { device_id, cards } =
+            serde_json::from_slice(&cards.expect("cards")).expect("a body")
+        else {
+            panic!("not cards")
+        };
+        assert_eq!(device_id, "dev \"1\"");
         assert_eq!(cards.len(), 2);
+        assert_eq!(cards[1].0, 7);
+        // Other events go to `live` only.
+        let (whole, other) = encode(Ok(LiveEvent::DevicesChanged));
+        assert!(whole.is_none() && other.is_some());
     }
 }

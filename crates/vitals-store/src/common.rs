@@ -406,29 +406,35 @@ pub(crate) fn encode_rows(
         .collect()
 }
 
-/// The `(device, window start)` of the blocks that may already hold some of `rows` (those
-/// below their device's block mark).
+/// The `(device, window start)` of the blocks that may already hold some of the samples
+/// `(device, ts)` (those below their device's block mark).
 pub(crate) fn windows_to_check(
     marks: &HashMap<i64, Marks>,
-    rows: &[(i64, i64, i64, Vec<u8>)],
+    samples: impl Iterator<Item = (i64, i64)>,
 ) -> Vec<(i64, i64)> {
-    let mut windows: Vec<(i64, i64)> = rows
-        .iter()
-        .filter(|(seq, ts, _, _)| {
+    let mut windows: Vec<(i64, i64)> = samples
+        .filter(|(seq, ts)| {
             marks
                 .get(seq)
                 .and_then(|m| m.block)
                 .is_some_and(|m| *ts < m)
         })
-        .map(|(seq, ts, _, _)| (*seq, rollup::bucket_start(*ts, BLOCK_MS)))
+        .map(|(seq, ts)| (seq, rollup::bucket_start(ts, BLOCK_MS)))
         .collect();
     windows.sort_unstable();
     windows.dedup();
     windows
 }
 
-/// Drops from `rows` the samples the blocks `found` (`(device, window) -> timestamps`)
-/// already hold (replays of compacted data).
+/// Whether one of the blocks `found` (`(device, window) -> timestamps`) already holds the
+/// sample `(device, ts)` (a replay of compacted data).
+pub(crate) fn in_blocks(found: &BTreeMap<(i64, i64), HashSet<i64>>, seq: i64, ts: i64) -> bool {
+    found
+        .get(&(seq, rollup::bucket_start(ts, BLOCK_MS)))
+        .is_some_and(|s| s.contains(&ts))
+}
+
+/// Drops from `rows` the samples the blocks `found` already hold.
 pub(crate) fn drop_in_blocks(
     rows: &mut Vec<(i64, i64, i64, Vec<u8>)>,
     found: &BTreeMap<(i64, i64), HashSet<i64>>,
@@ -436,11 +442,7 @@ pub(crate) fn drop_in_blocks(
     if found.is_empty() {
         return;
     }
-    rows.retain(|(seq, ts, _, _)| {
-        !found
-            .get(&(*seq, rollup::bucket_start(*ts, BLOCK_MS)))
-            .is_some_and(|s| s.contains(ts))
-    });
+    rows.retain(|(seq, ts, _, _)| !in_blocks(found, *seq, *ts));
 }
 
 /// The timestamps a stored block holds, as a set.

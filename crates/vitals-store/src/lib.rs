@@ -21,6 +21,7 @@ pub mod rollup;
 pub mod shape;
 pub mod sketch;
 pub mod sqlite;
+mod sqlite_writer;
 #[cfg(any(test, feature = "test-suite"))]
 pub mod suite;
 pub mod tiers;
@@ -49,6 +50,9 @@ pub enum StoreError {
     /// The database could not be reached or answered with an error.
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    /// The SQLite writer's own connection answered with an error.
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
     /// Migrations could not be applied.
     #[error("migration error: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),

@@ -2218,7 +2218,7 @@ async fn drop_compacted(
     marks: &HashMap<i64, Marks>,
     rows: &mut Vec<(i64, i64, i64, Vec<u8>)>,
 ) -> Result<()> {
-    let windows = windows_to_check(marks, rows);
+    let windows = windows_to_check(marks, rows.iter().map(|r| (r.0, r.1)));
     if windows.is_empty() {
         return Ok(());
     }

@@ -22,6 +22,7 @@ use sqlx::{ConnectOptions as _, Row as _, Sqlite, Transaction};
 use crate::block::WINDOW_MS as BLOCK_MS;
 use crate::common::*;
 use crate::shape::{self, ShapeCache};
+use crate::sqlite_writer::{Commit, Convert, HotSample, HotWriter};
 use crate::*;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -36,6 +37,8 @@ pub struct SqliteStore {
     writes: Arc<tokio::sync::Mutex<()>>,
     /// Shapes of hot rows seen so far.
     shapes: Arc<ShapeCache>,
+    /// Group commits of agent samples run on their own connection and thread.
+    hot: Arc<HotWriter>,
     /// Crash tests: when non-zero, the step point that brings it to zero fails.
     fail_countdown: Arc<AtomicU64>,
 }
@@ -61,6 +64,11 @@ impl SqliteStore {
 
     /// Opens a `sqlite:` URL (as given to `--database-url`).
     pub async fn open_url(url: &str) -> Result<Self> {
+        if url.contains(":memory:") || url.contains("mode=memory") {
+            return Err(StoreError::Config(format!(
+                "{url}: an in-memory SQLite database is not supported; give a file, as in sqlite:///var/lib/vitals/vitals.db"
+            )));
+        }
         let opts = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
             .auto_vacuum(SqliteAutoVacuum::Incremental)
@@ -92,17 +100,19 @@ impl SqliteStore {
             .max_connections(4)
             .min_connections(1)
             .test_before_acquire(false)
-            .connect_with(opts)
+            .connect_with(opts.clone())
             .await?;
         check_not_newer(&pool).await?;
         MIGRATOR.run(&pool).await?;
         let shapes = Arc::new(ShapeCache::default());
-        convert_v1(&pool, &shapes).await?;
+        let hot = Arc::new(HotWriter::start(opts.get_filename(), Arc::clone(&shapes))?);
+        convert_v1(&pool, &hot).await?;
         tokio::spawn(checkpoints(pool.clone()));
         Ok(Self {
             pool,
             writes: Arc::new(tokio::sync::Mutex::new(())),
             shapes,
+            hot,
             fail_countdown: Arc::new(AtomicU64::new(0)),
         })
     }
@@ -701,27 +711,22 @@ impl Store for SqliteStore {
     }
 
     async fn insert_batches(&self, batches: &[SampleBatch]) -> Result<Vec<u64>> {
-        let (_write, mut tx) = self.begin_write().await?;
-        let rows = flat_rows(batches);
-        let (stored, learned) = insert_rows(&mut tx, &self.shapes, &rows, batches.len()).await?;
-        let seen = devices_seen(batches);
-        if let Some(now) = batches.iter().map(|b| b.now).max()
-            && !seen.is_empty()
-        {
-            sqlx::query(
-                "UPDATE devices SET last_seen = MAX(COALESCE(last_seen, 0), ?)
-                  WHERE seq IN (SELECT value FROM json_each(?))",
-            )
-            .bind(now)
-            .bind(json_list(&seen))
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        for (id, key) in learned {
-            self.shapes.learn(id, &key);
-        }
-        Ok(stored)
+        let commit = Commit {
+            samples: batches
+                .iter()
+                .enumerate()
+                .flat_map(|(i, b)| {
+                    b.samples
+                        .iter()
+                        .map(move |r| HotSample::of(i, b.device_seq, r))
+                })
+                .collect(),
+            batches: batches.len(),
+            seen: devices_seen(batches),
+            now: batches.iter().map(|b| b.now).max(),
+        };
+        let _write = Arc::clone(&self.writes).lock_owned().await;
+        self.hot.commit(commit).await
     }
 
     async fn samples(
@@ -1357,6 +1362,7 @@ impl Store for SqliteStore {
     }
 
     async fn close(&self) {
+        self.hot.close();
         self.pool.close().await;
     }
 
@@ -1668,29 +1674,6 @@ impl Store for SqliteStore {
     }
 }
 
-/// Rows per hot-row insert statement: a commit uses the smallest that fits (padding the rest),
-/// in chunks of the largest (4 parameters per row, well under SQLite's 32,766).
-const INSERT_SIZES: [usize; 3] = [16, 256, 2048];
-
-/// The insert statement of each of [`INSERT_SIZES`].
-static INSERT_SQL: std::sync::LazyLock<Vec<(usize, String)>> = std::sync::LazyLock::new(|| {
-    INSERT_SIZES
-        .iter()
-        .map(|n| {
-            let mut sql = String::from(
-                "INSERT INTO samples (device_seq, ts, shape, vals) SELECT * FROM (VALUES ",
-            );
-            for k in 0..*n {
-                sql.push_str(if k == 0 { "(?,?,?,?)" } else { ",(?,?,?,?)" });
-            }
-            sql.push_str(
-                ") WHERE column1 IS NOT NULL ON CONFLICT DO NOTHING RETURNING device_seq, ts",
-            );
-            (*n, sql)
-        })
-        .collect()
-});
-
 /// The names of shape `id`, from the cache or the database.
 async fn names_of(
     conn: &mut sqlx::SqliteConnection,
@@ -1749,83 +1732,9 @@ async fn block_frame(
     blocks_frame(device_seq, blocks, from, to, limit, filter)
 }
 
-/// Inserts rows `(batch index, device, row)` into the hot table, skipping samples already
-/// stored (hot or in a block), and records those below their minute mark as late. New
-/// shapes are stored in the same transaction; they are returned as `(id, names)` for the
-/// cache to learn once the transaction commits. Returns per batch how many were new.
-async fn insert_rows(
-    tx: &mut Transaction<'_, Sqlite>,
-    cache: &ShapeCache,
-    rows: &[(usize, i64, &Row)],
-    batches: usize,
-) -> Result<(Vec<u64>, Vec<(i64, String)>)> {
-    let mut stored = vec![0u64; batches];
-    let mut learned: Vec<(i64, String)> = Vec::new();
-    if rows.is_empty() {
-        return Ok((stored, learned));
-    }
-    let owner = owners(rows);
-    // Shape ids: from the cache, else stored now.
-    let mut ids: crate::codec::FastMap<&str, i64> = crate::codec::FastMap::default();
-    for (_, _, r) in rows {
-        let key: &str = &r.names;
-        if ids.contains_key(key) {
-            continue;
-        }
-        let id = match cache.id(key) {
-            Some(id) => id,
-            None => {
-                sqlx::query("INSERT INTO shapes (names) VALUES (?) ON CONFLICT (names) DO NOTHING")
-                    .bind(key)
-                    .execute(&mut **tx)
-                    .await?;
-                let id: i64 = sqlx::query_scalar("SELECT id FROM shapes WHERE names = ?")
-                    .bind(key)
-                    .fetch_one(&mut **tx)
-                    .await?;
-                learned.push((id, key.to_string()));
-                id
-            }
-        };
-        ids.insert(key, id);
-    }
-    let marks = marks_of(tx, rows.iter().map(|r| r.1)).await?;
-    let mut keep = encode_rows(rows, &ids);
-    drop_compacted(tx, &marks, &mut keep).await?;
-    let mut inserted: Vec<(i64, i64)> = Vec::with_capacity(keep.len());
-    for chunk in keep.chunks(*INSERT_SIZES.last().unwrap_or(&1)) {
-        // One of a few fixed statement sizes, padded with NULL rows the WHERE drops, so each
-        // is prepared once per connection rather than once per commit.
-        let (size, sql) = INSERT_SQL
-            .iter()
-            .find(|(size, _)| *size >= chunk.len())
-            .ok_or_else(|| StoreError::Corrupt("no insert statement fits".into()))?;
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()));
-        for (seq, ts, id, vals) in chunk {
-            q = q.bind(*seq).bind(*ts).bind(*id).bind(vals.as_slice());
-        }
-        for _ in chunk.len()..*size {
-            q = q
-                .bind(None::<i64>)
-                .bind(None::<i64>)
-                .bind(None::<i64>)
-                .bind(None::<&[u8]>);
-        }
-        for r in q.fetch_all(&mut **tx).await? {
-            let key: (i64, i64) = (r.try_get(0)?, r.try_get(1)?);
-            if let Some(i) = owner.get(&key) {
-                stored[*i] += 1;
-            }
-            inserted.push(key);
-        }
-    }
-    mark_late(tx, &marks, &inserted).await?;
-    Ok((stored, learned))
-}
-
 /// Converts version 1's JSON sample rows (`samples_v1`, left by migration 4) into hot rows,
 /// a chunk per transaction, then drops the table. Rows that are not samples are dropped.
-async fn convert_v1(pool: &SqlitePool, cache: &ShapeCache) -> Result<()> {
+async fn convert_v1(pool: &SqlitePool, hot: &HotWriter) -> Result<()> {
     let exists: Option<i64> = sqlx::query_scalar(
         "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'samples_v1'",
     )
@@ -1836,40 +1745,28 @@ async fn convert_v1(pool: &SqlitePool, cache: &ShapeCache) -> Result<()> {
     }
     let mut converted = 0u64;
     loop {
-        let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
         let old: Vec<(i64, i64, Vec<u8>)> = sqlx::query_as(
             "SELECT device_seq, ts, data FROM samples_v1 ORDER BY device_seq, ts LIMIT 2000",
         )
-        .fetch_all(&mut *tx)
+        .fetch_all(pool)
         .await?;
         let Some((last_seq, last_ts, _)) = old.last().cloned() else {
-            sqlx::query("DROP TABLE samples_v1")
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await?;
+            sqlx::query("DROP TABLE samples_v1").execute(pool).await?;
             break;
         };
-        let parsed: Vec<(i64, Row)> = old
+        let samples: Vec<HotSample> = old
             .iter()
             .filter_map(|(seq, ts, data)| {
                 let mut s: vitals_proto::MetricSample = serde_json::from_slice(data).ok()?;
                 s.ts = *ts;
-                Some((*seq, Row::of(&s)))
+                Some(HotSample::of(0, *seq, &Row::of(&s)))
             })
             .collect();
-        let rows: Vec<(usize, i64, &Row)> = parsed.iter().map(|(seq, r)| (0, *seq, r)).collect();
-        let (_, learned) = insert_rows(&mut tx, cache, &rows, 1).await?;
-        sqlx::query(
-            "DELETE FROM samples_v1 WHERE device_seq < ?1 OR (device_seq = ?1 AND ts <= ?2)",
-        )
-        .bind(last_seq)
-        .bind(last_ts)
-        .execute(&mut *tx)
+        hot.convert(Convert {
+            samples,
+            upto: (last_seq, last_ts),
+        })
         .await?;
-        tx.commit().await?;
-        for (id, key) in learned {
-            cache.learn(id, &key);
-        }
         converted += old.len() as u64;
     }
     if converted > 0 {
@@ -1877,90 +1774,6 @@ async fn convert_v1(pool: &SqlitePool, cache: &ShapeCache) -> Result<()> {
             samples = converted,
             "converted version 1 samples to series rows"
         );
-    }
-    Ok(())
-}
-
-/// The marks of each of the devices that has any: read once per group commit (the write lock
-/// is held, so they cannot move during it).
-async fn marks_of(
-    tx: &mut Transaction<'_, Sqlite>,
-    seqs: impl Iterator<Item = i64>,
-) -> Result<std::collections::HashMap<i64, Marks>> {
-    let mut seqs: Vec<i64> = seqs.collect();
-    seqs.sort_unstable();
-    seqs.dedup();
-    let mut marks = std::collections::HashMap::new();
-    let rows: Vec<(i64, Option<i64>, Option<i64>)> = sqlx::query_as(
-        "SELECT device_seq, minute_mark, block_mark FROM rollup_marks
-          WHERE device_seq IN (SELECT value FROM json_each(?))",
-    )
-    .bind(json_list(&seqs))
-    .fetch_all(&mut **tx)
-    .await?;
-    for (seq, minute, block) in rows {
-        marks.insert(seq, Marks { minute, block });
-    }
-    Ok(marks)
-}
-
-/// A list of integers as a JSON array, for `json_each(?)`: one prepared statement whatever
-/// the list's length.
-fn json_list(v: &[i64]) -> String {
-    let mut s = String::with_capacity(2 + v.len() * 8);
-    s.push('[');
-    for (i, x) in v.iter().enumerate() {
-        if i > 0 {
-            s.push(',');
-        }
-        s.push_str(&x.to_string());
-    }
-    s.push(']');
-    s
-}
-
-/// Drops from `rows` the samples already stored in blocks (replays of compacted data).
-async fn drop_compacted(
-    tx: &mut Transaction<'_, Sqlite>,
-    marks: &std::collections::HashMap<i64, Marks>,
-    rows: &mut Vec<(i64, i64, i64, Vec<u8>)>,
-) -> Result<()> {
-    let mut found = BTreeMap::new();
-    for (seq, start) in windows_to_check(marks, rows) {
-        let data: Option<Vec<u8>> = sqlx::query_scalar(
-            "SELECT data FROM sample_blocks WHERE device_seq = ? AND start_ts = ?",
-        )
-        .bind(seq)
-        .bind(start)
-        .fetch_optional(&mut **tx)
-        .await?;
-        if let Some(data) = data {
-            found.insert((seq, start), block_stamps(seq, &data)?);
-        }
-    }
-    drop_in_blocks(rows, &found);
-    Ok(())
-}
-
-/// Records newly inserted samples that fall below their device's minute mark as late, so
-/// the rollup job merges them into the tiers (in the same transaction as the insert).
-async fn mark_late(
-    tx: &mut Transaction<'_, Sqlite>,
-    marks: &std::collections::HashMap<i64, Marks>,
-    inserted: &[(i64, i64)],
-) -> Result<()> {
-    let late = late_of(marks, inserted);
-    for chunk in late.chunks(400) {
-        let mut sql = String::from("INSERT INTO rollup_late (device_seq, ts) VALUES ");
-        for k in 0..chunk.len() {
-            sql.push_str(if k == 0 { "(?,?)" } else { ",(?,?)" });
-        }
-        sql.push_str(" ON CONFLICT DO NOTHING");
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for (seq, ts) in chunk {
-            q = q.bind(*seq).bind(*ts);
-        }
-        q.execute(&mut **tx).await?;
     }
     Ok(())
 }

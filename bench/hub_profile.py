@@ -2,7 +2,7 @@
 """Hub CPU at 1,000 agents x 1 Hz for a shorter window, optionally with a perf profile.
 
 Usage: python3 bench/hub_profile.py [--measure 40] [--perf OUT.data]
-Set TOKIO_WORKER_THREADS=N in the environment to try another number of runtime workers.
+Set VITALS_WORKERS=N in the environment to try another number of async workers (default: cores - 1).
 Needs the release build (`cargo build --release -p vitals-hub -p vitals-testkit --bins`).
 """
 import argparse
@@ -26,8 +26,10 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--measure", type=int, default=40)
     ap.add_argument("--perf", help="write a `perf record -g` profile of the hub here")
+    ap.add_argument("--binary", default=os.path.join(ROOT, "target", "release", "vitals-hub"),
+                    help="the hub binary to measure (to compare builds in one sitting)")
     a = ap.parse_args()
-    binary = os.path.join(ROOT, "target", "release", "vitals-hub")
+    binary = a.binary
     lg = os.path.join(ROOT, "target", "release", "vitals-loadgen")
     data = tempfile.mkdtemp(prefix="vitals-prof-")
     hub, tok = ih.start_hub(binary, data)

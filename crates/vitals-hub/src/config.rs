@@ -52,9 +52,25 @@ pub struct Config {
     pub viewer_send_timeout_ms: u64,
     /// How long the group-commit writer waits for more batches before committing, in ms.
     pub ingest_commit_window_ms: u32,
+    /// Threads running the hub's async work (HTTP, WebSockets, live views, alerts); `0`: one
+    /// fewer than the machine's cores, at least one, leaving a core to the database threads
+    /// (the SQLite writer and checkpoints run outside the async runtime).
+    pub workers: u32,
     /// Folder with the agent binaries the hub serves (`vitals-agent-linux-<arch>`); default:
     /// the folder of the hub's executable.
     pub agent_dir: Option<PathBuf>,
+}
+
+impl Config {
+    /// The number of async worker threads `workers` asks for (`0`: cores - 1, at least 1).
+    pub fn worker_threads(&self) -> usize {
+        match self.workers {
+            0 => std::thread::available_parallelism()
+                .map_or(1, |n| n.get().saturating_sub(1))
+                .max(1),
+            n => n as usize,
+        }
+    }
 }
 
 impl Default for Config {
@@ -77,7 +93,8 @@ impl Default for Config {
             max_viewers: 10_000,
             max_viewers_per_user: 256,
             viewer_send_timeout_ms: 10_000,
-            ingest_commit_window_ms: 10,
+            ingest_commit_window_ms: 20,
+            workers: 0,
             agent_dir: None,
         }
     }
@@ -112,6 +129,7 @@ const KEYS: &[(&str, Kind)] = &[
     ("max_viewers_per_user", Kind::Int),
     ("viewer_send_timeout_ms", Kind::Int),
     ("ingest_commit_window_ms", Kind::Int),
+    ("workers", Kind::Int),
     ("agent_dir", Kind::Str),
 ];
 
@@ -234,6 +252,9 @@ impl Config {
         }
         if !(100..=600_000).contains(&self.viewer_send_timeout_ms) {
             errors.push("`viewer_send_timeout_ms` must be 100..=600000".to_string());
+        }
+        if self.workers > 1024 {
+            errors.push("`workers` must be 0 (automatic) to 1024".to_string());
         }
         if self.ingest_commit_window_ms > 1000 {
             errors.push("`ingest_commit_window_ms` must be 0..=1000".to_string());

@@ -47,7 +47,13 @@ impl KeyedLimiter {
                 return Err(Duration::from_secs(1));
             }
         }
-        let (tokens, at) = map.entry(key.to_string()).or_insert((self.burst, now));
+        // Looked up by `&str` first: the key is allocated only for a new bucket.
+        if !map.contains_key(key) {
+            map.insert(key.to_string(), (self.burst, now));
+        }
+        let Some((tokens, at)) = map.get_mut(key) else {
+            return Err(Duration::from_secs(1));
+        };
         *tokens =
             (*tokens + now.duration_since(*at).as_secs_f64() * self.rate_per_sec).min(self.burst);
         *at = now;

@@ -157,9 +157,9 @@ pub fn validate_sample(s: &MetricSample, w: Window) -> Result<(), ValidationErro
     }
     for d in &s.disk {
         name("disk.name", &d.name)?;
-        used_total(&format!("disk[{}]", d.name), d.used, d.total)?;
+        used_total(format_args!("disk[{}]", d.name), d.used, d.total)?;
         if let (Some(u), Some(t)) = (d.inodes_used, d.inodes_total) {
-            used_total(&format!("disk[{}].inodes", d.name), u, t)?;
+            used_total(format_args!("disk[{}].inodes", d.name), u, t)?;
         } else if let Some(v) = d.inodes_used.or(d.inodes_total) {
             non_negative("disk.inodes", v)?;
         }
@@ -268,9 +268,16 @@ fn non_negative(field: &str, v: f64) -> Result<(), ValidationError> {
     }
 }
 
-fn used_total(field: &str, used: f64, total: f64) -> Result<(), ValidationError> {
-    non_negative(&format!("{field}.used"), used)?;
-    non_negative(&format!("{field}.total"), total)?;
+/// `field` is formatted only for an error message (this runs for every disk of every sample).
+fn used_total(field: impl std::fmt::Display, used: f64, total: f64) -> Result<(), ValidationError> {
+    for (part, v) in [("used", used), ("total", total)] {
+        if !(v.is_finite() && v >= 0.0) {
+            return Err(ValidationError::new(
+                ErrorCode::OutOfRange,
+                format!("{field}.{part} = {v} must be a finite number >= 0"),
+            ));
+        }
+    }
     if used > total {
         return Err(ValidationError::new(
             ErrorCode::UsedExceedsTotal,

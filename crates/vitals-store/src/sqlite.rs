@@ -166,7 +166,7 @@ impl SqliteStore {
 /// no reader still needs and never blocks a writer; the WAL is reused from its start once it
 /// is all copied (and cut back to `journal_size_limit`).
 async fn checkpoints(pool: SqlitePool) {
-    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    let mut tick = tokio::time::interval(Duration::from_millis(2000));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;

@@ -138,7 +138,9 @@ fn open(path: &Path) -> Result<Connection> {
     conn.pragma_update(None, "foreign_keys", "ON")?;
     conn.pragma_update(None, "wal_autocheckpoint", 0)?;
     conn.pragma_update(None, "journal_size_limit", 67_108_864)?;
-    conn.pragma_update(None, "cache_size", -16_000)?;
+    // Enough for the pages a commit touches (a leaf per device and their parents) at a
+    // thousand devices; the pool's connections keep their own caches for queries.
+    conn.pragma_update(None, "cache_size", -4_000)?;
     conn.pragma_update(None, "temp_store", "MEMORY")?;
     conn.set_prepared_statement_cache_capacity(32);
     Ok(conn)

@@ -162,9 +162,10 @@ impl SqliteStore {
     }
 }
 
-/// Checkpoints the WAL every quarter second until the pool closes. PASSIVE: it copies what
-/// no reader still needs and never blocks a writer; the WAL is reused from its start once it
-/// is all copied (and cut back to `journal_size_limit`).
+/// Checkpoints the WAL every two seconds until the pool closes (a page written many times in
+/// between is copied once). PASSIVE: it copies what no reader still needs and never blocks a
+/// writer; the WAL is reused from its start once it is all copied (and cut back to
+/// `journal_size_limit`).
 async fn checkpoints(pool: SqlitePool) {
     let mut tick = tokio::time::interval(Duration::from_millis(2000));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -76,11 +76,6 @@ impl HotWriter {
     /// Opens a second connection to the database file at `path` (already created and
     /// migrated by the pool) and starts the thread.
     pub(crate) fn start(path: &Path, cache: Arc<ShapeCache>) -> Result<HotWriter> {
-        if path == Path::new(":memory:") || path.as_os_str().is_empty() {
-            return Err(StoreError::Config(
-                "an in-memory SQLite database is not supported: give a file, as in sqlite:///var/lib/vitals/vitals.db".into(),
-            ));
-        }
         let conn = open(path)?;
         let (tx, rx) = mpsc::channel::<Job>();
         std::thread::Builder::new()

@@ -82,3 +82,23 @@ async fn version_1_json_samples_are_converted_on_open() {
             .expect("query");
     assert!(left.is_none(), "the old table is dropped");
 }
+
+/// Group commits run on a second connection to the file, which an in-memory database cannot
+/// have: such a URL is refused with a message that says to give a file, and a file URL opens.
+#[tokio::test]
+async fn an_in_memory_url_is_refused_and_a_file_url_opens() {
+    for url in ["sqlite::memory:", "sqlite://x.db?mode=memory"] {
+        match SqliteStore::open_url(url).await {
+            Err(vitals_store::StoreError::Config(m)) => {
+                assert!(m.contains("in-memory") && m.contains("give a file"), "{m}")
+            }
+            Err(e) => panic!("{url}: unexpected error {e}"),
+            Ok(_) => panic!("{url}: an in-memory database was accepted"),
+        }
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}", dir.path().join("v.db").display());
+    let store = SqliteStore::open_url(&url).await.expect("a file URL opens");
+    assert_eq!(store.count_users().await.expect("count"), 0);
+    store.close().await;
+}

@@ -52,6 +52,14 @@ pub fn hash_password(password: &str) -> Result<String, ApiError> {
         .map_err(ApiError::internal)
 }
 
+/// [`hash_password`] in a blocking thread, for request handlers: argon2 is slow on purpose,
+/// and the async workers (one on a 2-core machine) also serve agents' acknowledgements.
+pub async fn hash_password_blocking(password: String) -> Result<String, ApiError> {
+    tokio::task::spawn_blocking(move || hash_password(&password))
+        .await
+        .map_err(ApiError::internal)?
+}
+
 /// Checks a password against a stored PHC string. Runs in a blocking thread: argon2 is slow
 /// on purpose.
 pub async fn verify_password(password: String, phc: String) -> bool {

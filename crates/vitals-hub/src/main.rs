@@ -256,6 +256,7 @@ fn main() -> Result<()> {
     // mimalloc asks for transparent huge pages on its large regions: the resident size then
     // grows in 2 MiB steps for memory the hub barely touches (tens of MiB at a thousand
     // agents). Like most databases, the hub does without them.
+    #[cfg(target_os = "linux")]
     let _ = nix::sys::prctl::set_thp_disable(true);
     let cli = Cli::parse();
     init_logging();

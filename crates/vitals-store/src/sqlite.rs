@@ -27,6 +27,10 @@ use crate::*;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
+/// Group commits run on a second connection to the file ([`HotWriter`]), which an in-memory
+/// database cannot have.
+const IN_MEMORY: &str = "an in-memory SQLite database is not supported; give a file, as in sqlite:///var/lib/vitals/vitals.db";
+
 /// A [`Store`] in one SQLite file.
 #[derive(Clone)]
 pub struct SqliteStore {
@@ -65,9 +69,7 @@ impl SqliteStore {
     /// Opens a `sqlite:` URL (as given to `--database-url`).
     pub async fn open_url(url: &str) -> Result<Self> {
         if url.contains(":memory:") || url.contains("mode=memory") {
-            return Err(StoreError::Config(format!(
-                "{url}: an in-memory SQLite database is not supported; give a file, as in sqlite:///var/lib/vitals/vitals.db"
-            )));
+            return Err(StoreError::Config(format!("{url}: {IN_MEMORY}")));
         }
         let opts = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
@@ -82,8 +84,13 @@ impl SqliteStore {
     }
 
     async fn with_options(opts: SqliteConnectOptions) -> Result<Self> {
-        // Statements are not logged (a group commit's insert is tens of kilobytes of SQL);
-        // slow ones only at debug level, where waiting for the write lock also shows.
+        let file = opts.get_filename();
+        if file == Path::new(":memory:")
+            || file.to_string_lossy().starts_with("file:sqlx-in-memory")
+        {
+            return Err(StoreError::Config(IN_MEMORY.into()));
+        }
+        // Statements are not logged (the tier job's are large); slow ones only at debug level, where waiting for the write lock also shows.
         // Rows come back from SQLite's worker thread through a channel: a small one makes
         // the worker wait for the reader every few rows (a thread switch each time).
         // Checkpoints (copying the WAL into the database, with an fsync) run in a background
@@ -726,8 +733,8 @@ impl Store for SqliteStore {
             seen: devices_seen(batches),
             now: batches.iter().map(|b| b.now).max(),
         };
-        let _write = Arc::clone(&self.writes).lock_owned().await;
-        self.hot.commit(commit).await
+        let turn = Arc::clone(&self.writes).lock_owned().await;
+        self.hot.commit(commit, turn).await
     }
 
     async fn samples(
@@ -1359,11 +1366,14 @@ impl Store for SqliteStore {
 
     async fn ping(&self) -> Result<()> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
+        if !self.hot.alive() {
+            return Err(StoreError::Database(sqlx::Error::WorkerCrashed));
+        }
         Ok(())
     }
 
     async fn close(&self) {
-        self.hot.close();
+        self.hot.close().await;
         self.pool.close().await;
     }
 

@@ -60,8 +60,12 @@ pub(crate) struct Convert {
 /// Shapes stored by a transaction, `(id, names)`, for the cache once it commits.
 type Learned = Vec<(i64, String)>;
 
+/// The store's write mutex, held by a job until its transaction ends (on the thread, so a
+/// caller that stops waiting does not let another write start meanwhile).
+pub(crate) type WriteTurn = tokio::sync::OwnedMutexGuard<()>;
+
 enum Job {
-    Commit(Commit, oneshot::Sender<Result<Vec<u64>>>),
+    Commit(Commit, WriteTurn, oneshot::Sender<Result<Vec<u64>>>),
     Convert(Convert, oneshot::Sender<Result<()>>),
 }
 
@@ -70,6 +74,7 @@ enum Job {
 /// [`close`]: HotWriter::close
 pub(crate) struct HotWriter {
     tx: Mutex<Option<mpsc::Sender<Job>>>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl HotWriter {
@@ -78,7 +83,7 @@ impl HotWriter {
     pub(crate) fn start(path: &Path, cache: Arc<ShapeCache>) -> Result<HotWriter> {
         let conn = open(path)?;
         let (tx, rx) = mpsc::channel::<Job>();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("vitals-sqlite-writer".into())
             .spawn(move || run(conn, &cache, rx))
             .map_err(|e| {
@@ -86,7 +91,17 @@ impl HotWriter {
             })?;
         Ok(HotWriter {
             tx: Mutex::new(Some(tx)),
+            thread: Mutex::new(Some(thread)),
         })
+    }
+
+    /// Whether the thread still takes jobs (for health checks).
+    pub(crate) fn alive(&self) -> bool {
+        self.thread
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .is_some_and(|t| !t.is_finished())
     }
 
     fn send(&self, job: Job) -> Result<()> {
@@ -97,11 +112,11 @@ impl HotWriter {
         }
     }
 
-    /// Runs one group commit; returns per batch how many samples were new. The caller holds
-    /// the store's write mutex.
-    pub(crate) async fn commit(&self, commit: Commit) -> Result<Vec<u64>> {
+    /// Runs one group commit in the write turn `turn`, which ends with its transaction;
+    /// returns per batch how many samples were new.
+    pub(crate) async fn commit(&self, commit: Commit, turn: WriteTurn) -> Result<Vec<u64>> {
         let (reply, rx) = oneshot::channel();
-        self.send(Job::Commit(commit, reply))?;
+        self.send(Job::Commit(commit, turn, reply))?;
         rx.await
             .map_err(|_| StoreError::Database(sqlx::Error::WorkerCrashed))?
     }
@@ -115,9 +130,14 @@ impl HotWriter {
             .map_err(|_| StoreError::Database(sqlx::Error::WorkerCrashed))?
     }
 
-    /// Ends the thread once the jobs already sent are done.
-    pub(crate) fn close(&self) {
+    /// Ends the thread once the jobs already sent are done, and waits until it has closed its
+    /// connection.
+    pub(crate) async fn close(&self) {
         self.tx.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let thread = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(t) = thread {
+            let _ = tokio::task::spawn_blocking(move || t.join()).await;
+        }
     }
 }
 
@@ -144,17 +164,32 @@ fn open(path: &Path) -> Result<Connection> {
 fn run(mut conn: Connection, cache: &ShapeCache, rx: mpsc::Receiver<Job>) {
     for job in rx {
         match job {
-            Job::Commit(c, reply) => {
-                let result = commit(&mut conn, cache, c);
+            Job::Commit(c, turn, reply) => {
+                let result = guarded(|| commit(&mut conn, cache, c));
+                drop(turn);
                 let _ = reply.send(result);
             }
             Job::Convert(c, reply) => {
-                let result = convert(&mut conn, cache, c);
+                let result = guarded(|| convert(&mut conn, cache, c));
                 let _ = reply.send(result);
             }
         }
     }
     tracing::debug!("SQLite writer stopped");
+}
+
+/// Runs a job; a panic in it (a bug) fails that job only: its transaction rolls back as it
+/// unwinds and the thread goes on with the next one.
+fn guarded<T>(job: impl FnOnce() -> Result<T>) -> Result<T> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)) {
+        Ok(r) => r,
+        Err(_) => {
+            tracing::error!("the SQLite writer failed on a transaction (rolled back)");
+            Err(StoreError::Corrupt(
+                "the SQLite writer failed on this transaction; it was rolled back".into(),
+            ))
+        }
+    }
 }
 
 fn commit(conn: &mut Connection, cache: &ShapeCache, c: Commit) -> Result<Vec<u64>> {

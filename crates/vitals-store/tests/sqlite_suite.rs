@@ -96,6 +96,11 @@ async fn an_in_memory_url_is_refused_and_a_file_url_opens() {
             Ok(_) => panic!("{url}: an in-memory database was accepted"),
         }
     }
+    match SqliteStore::open(std::path::Path::new(":memory:")).await {
+        Err(vitals_store::StoreError::Config(m)) => assert!(m.contains("give a file"), "{m}"),
+        Err(e) => panic!(":memory: path: unexpected error {e}"),
+        Ok(_) => panic!(":memory: path: an in-memory database was accepted"),
+    }
     let dir = tempfile::tempdir().expect("tempdir");
     let url = format!("sqlite://{}", dir.path().join("v.db").display());
     let store = SqliteStore::open_url(&url).await.expect("a file URL opens");

@@ -69,7 +69,7 @@ pub async fn setup(
             "this setup link is invalid or was already used; restart the hub to get a new one if no admin exists",
         ));
     }
-    let password_hash = auth::hash_password(&body.password)?;
+    let password_hash = auth::hash_password_blocking(body.password.clone()).await?;
     let Some(user) = state
         .store
         .create_first_user(NewUser {
@@ -219,12 +219,13 @@ pub async fn create_user(
 ) -> ApiResult<impl IntoResponse> {
     auth::check_username(&body.username)?;
     auth::check_password(&body.password)?;
+    let password_hash = auth::hash_password_blocking(body.password.clone()).await?;
     let user = state
         .store
         .create_user(NewUser {
             username: body.username,
             role: body.role,
-            password_hash: auth::hash_password(&body.password)?,
+            password_hash,
             now: crate::now_ms(),
         })
         .await?;

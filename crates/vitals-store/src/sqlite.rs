@@ -68,7 +68,9 @@ impl SqliteStore {
 
     /// Opens a `sqlite:` URL (as given to `--database-url`).
     pub async fn open_url(url: &str) -> Result<Self> {
-        if url.contains(":memory:") || url.contains("mode=memory") {
+        // `sqlite::memory:` shows in the file name `with_options` checks; `mode=memory` on a
+        // file name does not.
+        if url.contains("mode=memory") {
             return Err(StoreError::Config(format!("{url}: {IN_MEMORY}")));
         }
         let opts = SqliteConnectOptions::from_str(url)?
@@ -90,7 +92,8 @@ impl SqliteStore {
         {
             return Err(StoreError::Config(IN_MEMORY.into()));
         }
-        // Statements are not logged (the tier job's are large); slow ones only at debug level, where waiting for the write lock also shows.
+        // Statements are not logged (the tier job's are large); slow ones only at debug
+        // level, where waiting for the write lock also shows.
         // Rows come back from SQLite's worker thread through a channel: a small one makes
         // the worker wait for the reader every few rows (a thread switch each time).
         // Checkpoints (copying the WAL into the database, with an fsync) run in a background

@@ -6,7 +6,8 @@
 //! its statements are prepared once for the life of the connection, and the connection's page
 //! cache stays warm from one commit to the next. Everything else (queries, the tier job,
 //! accounts) stays on the sqlx pool; write transactions of both take turns through the
-//! store's write mutex, which the async side holds for the whole job.
+//! store's write mutex, whose guard travels with the job and is dropped when its transaction
+//! ends.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -232,7 +233,7 @@ fn convert(conn: &mut Connection, cache: &ShapeCache, c: Convert) -> Result<()> 
 fn insert(
     tx: &rusqlite::Transaction<'_>,
     cache: &ShapeCache,
-    samples: Vec<HotSample>,
+    mut samples: Vec<HotSample>,
     batches: usize,
 ) -> Result<(Vec<u64>, Learned)> {
     let mut stored = vec![0u64; batches];
@@ -262,7 +263,6 @@ fn insert(
         ids.insert(Arc::clone(&s.names), id);
     }
     let marks = marks_of(tx, &samples)?;
-    let mut samples = samples;
     drop_compacted(tx, &marks, &mut samples)?;
     let mut inserted: Vec<(i64, i64)> = Vec::with_capacity(samples.len());
     let mut put = tx.prepare_cached(

@@ -171,6 +171,17 @@ pub trait Store: Send + Sync + 'static {
     /// if late samples arrived after it was made. Only samples the minute tier already holds
     /// and no pending late sample needs are compacted. Reads see hot rows and blocks as one.
     async fn compact(&self, device_seq: i64, before: i64) -> Result<CompactStep>;
+    /// [`compact`] for the first devices of `seqs`, as many as the backend groups into one
+    /// transaction (at least one when `seqs` is not empty): returns their steps, in order.
+    /// By default, one device per transaction.
+    ///
+    /// [`compact`]: Store::compact
+    async fn compact_devices(&self, seqs: &[i64], before: i64) -> Result<Vec<CompactStep>> {
+        match seqs.first() {
+            Some(seq) => Ok(vec![self.compact(*seq, before).await?]),
+            None => Ok(Vec::new()),
+        }
+    }
 
     // ---- rollup tiers (see `tiers`) -------------------------------------------------------
     /// Sequence numbers of every device.
@@ -186,6 +197,23 @@ pub trait Store: Send + Sync + 'static {
         to: i64,
         max_span_ms: i64,
     ) -> Result<RollStep>;
+    /// [`roll_up`] for the first devices of `seqs`, as many as the backend groups into one
+    /// transaction (at least one when `seqs` is not empty): returns their steps, in order.
+    /// By default, one device per transaction.
+    ///
+    /// [`roll_up`]: Store::roll_up
+    async fn roll_up_devices(
+        &self,
+        seqs: &[i64],
+        tier: Tier,
+        to: i64,
+        max_span_ms: i64,
+    ) -> Result<Vec<RollStep>> {
+        match seqs.first() {
+            Some(seq) => Ok(vec![self.roll_up(*seq, tier, to, max_span_ms).await?]),
+            None => Ok(Vec::new()),
+        }
+    }
     /// Merges at most `limit` late samples (stored below their minute mark) into the minute
     /// and, where already rolled up, hour rollups, in ONE transaction; returns how many.
     async fn roll_up_late(&self, limit: i64) -> Result<u64>;

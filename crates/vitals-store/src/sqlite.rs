@@ -10,7 +10,7 @@ use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use sqlx::sqlite::{
@@ -29,6 +29,20 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite")
 
 /// Group commits run on a second connection to the file ([`HotWriter`]), which an in-memory
 /// database cannot have.
+/// A step of the tier job (rollup or compaction) groups devices into one write transaction:
+/// at least `GROUP_MIN`, then more until it has worked `GROUP_BUDGET` or on `GROUP_MAX`, and
+/// commits. One commit per group rather than per device (a thousand devices' rollups were a
+/// thousand commits every pass), while ingest never waits for the write turn much longer
+/// than a commit window.
+const GROUP_MIN: usize = 8;
+const GROUP_BUDGET: Duration = Duration::from_millis(5);
+const GROUP_MAX: usize = 100;
+
+/// Whether a group of `n` devices started at `started` is complete (see `GROUP_MIN`).
+fn group_full(n: usize, started: Instant) -> bool {
+    n >= GROUP_MAX || (n >= GROUP_MIN && started.elapsed() >= GROUP_BUDGET)
+}
+
 const IN_MEMORY: &str = "an in-memory SQLite database is not supported; give a file, as in sqlite:///var/lib/vitals/vitals.db";
 
 /// A [`Store`] in one SQLite file.
@@ -138,6 +152,204 @@ impl SqliteStore {
         let guard = Arc::clone(&self.writes).lock_owned().await;
         let tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         Ok((guard, tx))
+    }
+
+    /// One rollup step of one device inside the caller's write transaction.
+    async fn roll_up_in(
+        &self,
+        tx: &mut Transaction<'static, Sqlite>,
+        device_seq: i64,
+        tier: Tier,
+        to: i64,
+        max_span_ms: i64,
+    ) -> Result<RollStep> {
+        let w = tier.width_ms();
+        let marks: Option<(Option<i64>, Option<i64>)> =
+            sqlx::query_as("SELECT minute_mark, hour_mark FROM rollup_marks WHERE device_seq = ?")
+                .bind(device_seq)
+                .fetch_optional(&mut **tx)
+                .await?;
+        let (minute_mark, hour_mark) = marks.unwrap_or((None, None));
+        let Some((mark, limit)) = roll_range(tier, to, minute_mark, hour_mark) else {
+            return Ok(RollStep {
+                buckets: 0,
+                done: true,
+            });
+        };
+        self.step("rollup read")?;
+        let lo = mark.unwrap_or(i64::MIN);
+        let first: Option<i64> = match tier {
+            Tier::Minute => {
+                sqlx::query_scalar(
+                    "SELECT MIN(ts) FROM samples WHERE device_seq = ? AND ts >= ? AND ts < ?",
+                )
+                .bind(device_seq)
+                .bind(lo)
+                .bind(limit)
+                .fetch_one(&mut **tx)
+                .await?
+            }
+            Tier::Hour => {
+                sqlx::query_scalar(
+                    "SELECT MIN(first_bucket) FROM rollup_blocks
+                      WHERE device_seq = ? AND hour + ? > ? AND hour < ?",
+                )
+                .bind(device_seq)
+                .bind(Tier::Hour.width_ms())
+                .bind(lo)
+                .bind(limit)
+                .fetch_one(&mut **tx)
+                .await?
+            }
+        };
+        let (end, buckets) = match first {
+            None => (limit, BTreeMap::new()),
+            Some(first) => {
+                let (start, end) = step_span(tier, first, lo, limit, max_span_ms);
+                let all = SeriesFilter::all();
+                let buckets = match tier {
+                    Tier::Minute => {
+                        let rows: Vec<HotRow> = sqlx::query_as(
+                            "SELECT ts, shape, vals FROM samples
+                              WHERE device_seq = ? AND ts >= ? AND ts < ? ORDER BY ts",
+                        )
+                        .bind(device_seq)
+                        .bind(start)
+                        .bind(end)
+                        .fetch_all(&mut **tx)
+                        .await?;
+                        let frame = hot_frame(tx, &self.shapes, &rows, &all).await?;
+                        rollup::fold_frame(&frame, w)
+                    }
+                    Tier::Hour => hours_of(
+                        read_rollups(tx, device_seq, Tier::Minute, start, end, &all, true).await?,
+                    ),
+                };
+                (end, buckets)
+            }
+        };
+        match tier {
+            // Minutes live in compressed blocks of one device and hour: this pass's minutes
+            // are appended as a segment (a row per minute would cost several times the bytes).
+            Tier::Minute => {
+                for (h, minutes) in minutes_by_hour(&buckets) {
+                    append_minutes(tx, device_seq, h, minutes).await?;
+                }
+            }
+            // The hour's segments become one block as the hour is rolled up.
+            Tier::Hour => {
+                for (b, series) in &buckets {
+                    write_rollup(tx, device_seq, tier, *b, series).await?;
+                    rewrite_hour(tx, device_seq, *b, Vec::new(), false).await?;
+                }
+            }
+        }
+        self.step("rollup mark")?;
+        let column = match tier {
+            Tier::Minute => "minute_mark",
+            Tier::Hour => "hour_mark",
+        };
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO rollup_marks (device_seq, {column}) VALUES (?, ?)
+             ON CONFLICT (device_seq) DO UPDATE SET {column} = excluded.{column}"
+        )))
+        .bind(device_seq)
+        .bind(end)
+        .execute(&mut **tx)
+        .await?;
+        Ok(RollStep {
+            buckets: buckets.len() as u64,
+            done: end >= limit,
+        })
+    }
+    /// One compaction step of one device inside the caller's write transaction.
+    async fn compact_in(
+        &self,
+        tx: &mut Transaction<'static, Sqlite>,
+        device_seq: i64,
+        before: i64,
+    ) -> Result<CompactStep> {
+        // Only what the minute tier holds and no late sample still needs from the hot table.
+        let limit: Option<i64> = sqlx::query_scalar(
+            "SELECT MIN(?2, minute_mark,
+                        COALESCE((SELECT MIN(ts) FROM rollup_late WHERE device_seq = ?1), ?2))
+               FROM rollup_marks WHERE device_seq = ?1 AND minute_mark IS NOT NULL",
+        )
+        .bind(device_seq)
+        .bind(before)
+        .fetch_optional(&mut **tx)
+        .await?;
+        let done = CompactStep {
+            samples: 0,
+            done: true,
+        };
+        let Some(limit) = limit.map(|l| rollup::bucket_start(l, BLOCK_MS)) else {
+            return Ok(done);
+        };
+        let first: Option<i64> =
+            sqlx::query_scalar("SELECT MIN(ts) FROM samples WHERE device_seq = ? AND ts < ?")
+                .bind(device_seq)
+                .bind(limit)
+                .fetch_one(&mut **tx)
+                .await?;
+        let Some(first) = first else {
+            return Ok(done);
+        };
+        self.step("compact read")?;
+        let start = rollup::bucket_start(first, BLOCK_MS);
+        let end = start + BLOCK_MS;
+        let rows: Vec<HotRow> = sqlx::query_as(
+            "SELECT ts, shape, vals FROM samples
+              WHERE device_seq = ? AND ts >= ? AND ts < ? ORDER BY ts",
+        )
+        .bind(device_seq)
+        .bind(start)
+        .bind(end)
+        .fetch_all(&mut **tx)
+        .await?;
+        let moved = rows.len() as u64;
+        // Late samples of a window already compacted join its block.
+        let existing: Option<Vec<u8>> = sqlx::query_scalar(
+            "SELECT data FROM sample_blocks WHERE device_seq = ? AND start_ts = ?",
+        )
+        .bind(device_seq)
+        .bind(start)
+        .fetch_optional(&mut **tx)
+        .await?;
+        let hot = hot_frame(tx, &self.shapes, &rows, &SeriesFilter::all()).await?;
+        let Some(block) = merge_block(device_seq, existing, hot)? else {
+            return Ok(done);
+        };
+        sqlx::query(
+            "INSERT OR REPLACE INTO sample_blocks
+               (device_seq, start_ts, first_ts, last_ts, count, data) VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(device_seq)
+        .bind(start)
+        .bind(block.first_ts)
+        .bind(block.last_ts)
+        .bind(block.count)
+        .bind(block.data)
+        .execute(&mut **tx)
+        .await?;
+        self.step("compact write")?;
+        sqlx::query("DELETE FROM samples WHERE device_seq = ? AND ts >= ? AND ts < ?")
+            .bind(device_seq)
+            .bind(start)
+            .bind(end)
+            .execute(&mut **tx)
+            .await?;
+        sqlx::query(
+            "UPDATE rollup_marks SET block_mark = MAX(COALESCE(block_mark, 0), ?) WHERE device_seq = ?",
+        )
+        .bind(end)
+        .bind(device_seq)
+        .execute(&mut **tx)
+        .await?;
+        Ok(CompactStep {
+            samples: moved,
+            done: false,
+        })
     }
 
     /// For crash tests: the `n`-th step point of the tier work from now (rollups, late merges,
@@ -879,90 +1091,26 @@ impl Store for SqliteStore {
     }
 
     async fn compact(&self, device_seq: i64, before: i64) -> Result<CompactStep> {
-        let (_write, mut tx) = self.begin_write().await?;
-        // Only what the minute tier holds and no late sample still needs from the hot table.
-        let limit: Option<i64> = sqlx::query_scalar(
-            "SELECT MIN(?2, minute_mark,
-                        COALESCE((SELECT MIN(ts) FROM rollup_late WHERE device_seq = ?1), ?2))
-               FROM rollup_marks WHERE device_seq = ?1 AND minute_mark IS NOT NULL",
-        )
-        .bind(device_seq)
-        .bind(before)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let done = CompactStep {
+        let mut steps = self.compact_devices(&[device_seq], before).await?;
+        Ok(steps.pop().unwrap_or(CompactStep {
             samples: 0,
             done: true,
-        };
-        let Some(limit) = limit.map(|l| rollup::bucket_start(l, BLOCK_MS)) else {
-            return Ok(done);
-        };
-        let first: Option<i64> =
-            sqlx::query_scalar("SELECT MIN(ts) FROM samples WHERE device_seq = ? AND ts < ?")
-                .bind(device_seq)
-                .bind(limit)
-                .fetch_one(&mut *tx)
-                .await?;
-        let Some(first) = first else {
-            return Ok(done);
-        };
-        self.step("compact read")?;
-        let start = rollup::bucket_start(first, BLOCK_MS);
-        let end = start + BLOCK_MS;
-        let rows: Vec<HotRow> = sqlx::query_as(
-            "SELECT ts, shape, vals FROM samples
-              WHERE device_seq = ? AND ts >= ? AND ts < ? ORDER BY ts",
-        )
-        .bind(device_seq)
-        .bind(start)
-        .bind(end)
-        .fetch_all(&mut *tx)
-        .await?;
-        let moved = rows.len() as u64;
-        // Late samples of a window already compacted join its block.
-        let existing: Option<Vec<u8>> = sqlx::query_scalar(
-            "SELECT data FROM sample_blocks WHERE device_seq = ? AND start_ts = ?",
-        )
-        .bind(device_seq)
-        .bind(start)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let hot = hot_frame(&mut tx, &self.shapes, &rows, &SeriesFilter::all()).await?;
-        let Some(block) = merge_block(device_seq, existing, hot)? else {
-            return Ok(done);
-        };
-        sqlx::query(
-            "INSERT OR REPLACE INTO sample_blocks
-               (device_seq, start_ts, first_ts, last_ts, count, data) VALUES (?, ?, ?, ?, ?, ?)",
-        )
-        .bind(device_seq)
-        .bind(start)
-        .bind(block.first_ts)
-        .bind(block.last_ts)
-        .bind(block.count)
-        .bind(block.data)
-        .execute(&mut *tx)
-        .await?;
-        self.step("compact write")?;
-        sqlx::query("DELETE FROM samples WHERE device_seq = ? AND ts >= ? AND ts < ?")
-            .bind(device_seq)
-            .bind(start)
-            .bind(end)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query(
-            "UPDATE rollup_marks SET block_mark = MAX(COALESCE(block_mark, 0), ?) WHERE device_seq = ?",
-        )
-        .bind(end)
-        .bind(device_seq)
-        .execute(&mut *tx)
-        .await?;
+        }))
+    }
+
+    async fn compact_devices(&self, seqs: &[i64], before: i64) -> Result<Vec<CompactStep>> {
+        let (_write, mut tx) = self.begin_write().await?;
+        let mut steps = Vec::new();
+        let started = Instant::now();
+        for seq in seqs {
+            steps.push(self.compact_in(&mut tx, *seq, before).await?);
+            if group_full(steps.len(), started) {
+                break;
+            }
+        }
         self.step("compact commit")?;
         tx.commit().await?;
-        Ok(CompactStep {
-            samples: moved,
-            done: false,
-        })
+        Ok(steps)
     }
 
     async fn device_seqs(&self) -> Result<Vec<i64>> {
@@ -978,108 +1126,37 @@ impl Store for SqliteStore {
         to: i64,
         max_span_ms: i64,
     ) -> Result<RollStep> {
-        let w = tier.width_ms();
+        let mut steps = self
+            .roll_up_devices(&[device_seq], tier, to, max_span_ms)
+            .await?;
+        Ok(steps.pop().unwrap_or(RollStep {
+            buckets: 0,
+            done: true,
+        }))
+    }
+
+    async fn roll_up_devices(
+        &self,
+        seqs: &[i64],
+        tier: Tier,
+        to: i64,
+        max_span_ms: i64,
+    ) -> Result<Vec<RollStep>> {
         let (_write, mut tx) = self.begin_write().await?;
-        let marks: Option<(Option<i64>, Option<i64>)> =
-            sqlx::query_as("SELECT minute_mark, hour_mark FROM rollup_marks WHERE device_seq = ?")
-                .bind(device_seq)
-                .fetch_optional(&mut *tx)
-                .await?;
-        let (minute_mark, hour_mark) = marks.unwrap_or((None, None));
-        let Some((mark, limit)) = roll_range(tier, to, minute_mark, hour_mark) else {
-            return Ok(RollStep {
-                buckets: 0,
-                done: true,
-            });
-        };
-        self.step("rollup read")?;
-        let lo = mark.unwrap_or(i64::MIN);
-        let first: Option<i64> = match tier {
-            Tier::Minute => {
-                sqlx::query_scalar(
-                    "SELECT MIN(ts) FROM samples WHERE device_seq = ? AND ts >= ? AND ts < ?",
-                )
-                .bind(device_seq)
-                .bind(lo)
-                .bind(limit)
-                .fetch_one(&mut *tx)
-                .await?
-            }
-            Tier::Hour => {
-                sqlx::query_scalar(
-                    "SELECT MIN(first_bucket) FROM rollup_blocks
-                      WHERE device_seq = ? AND hour + ? > ? AND hour < ?",
-                )
-                .bind(device_seq)
-                .bind(Tier::Hour.width_ms())
-                .bind(lo)
-                .bind(limit)
-                .fetch_one(&mut *tx)
-                .await?
-            }
-        };
-        let (end, buckets) = match first {
-            None => (limit, BTreeMap::new()),
-            Some(first) => {
-                let (start, end) = step_span(tier, first, lo, limit, max_span_ms);
-                let all = SeriesFilter::all();
-                let buckets = match tier {
-                    Tier::Minute => {
-                        let rows: Vec<HotRow> = sqlx::query_as(
-                            "SELECT ts, shape, vals FROM samples
-                              WHERE device_seq = ? AND ts >= ? AND ts < ? ORDER BY ts",
-                        )
-                        .bind(device_seq)
-                        .bind(start)
-                        .bind(end)
-                        .fetch_all(&mut *tx)
-                        .await?;
-                        let frame = hot_frame(&mut tx, &self.shapes, &rows, &all).await?;
-                        rollup::fold_frame(&frame, w)
-                    }
-                    Tier::Hour => hours_of(
-                        read_rollups(&mut tx, device_seq, Tier::Minute, start, end, &all, true)
-                            .await?,
-                    ),
-                };
-                (end, buckets)
-            }
-        };
-        match tier {
-            // Minutes live in compressed blocks of one device and hour: this pass's minutes
-            // are appended as a segment (a row per minute would cost several times the bytes).
-            Tier::Minute => {
-                for (h, minutes) in minutes_by_hour(&buckets) {
-                    append_minutes(&mut tx, device_seq, h, minutes).await?;
-                }
-            }
-            // The hour's segments become one block as the hour is rolled up.
-            Tier::Hour => {
-                for (b, series) in &buckets {
-                    write_rollup(&mut tx, device_seq, tier, *b, series).await?;
-                    rewrite_hour(&mut tx, device_seq, *b, Vec::new(), false).await?;
-                }
+        let mut steps = Vec::new();
+        let started = Instant::now();
+        for seq in seqs {
+            steps.push(
+                self.roll_up_in(&mut tx, *seq, tier, to, max_span_ms)
+                    .await?,
+            );
+            if group_full(steps.len(), started) {
+                break;
             }
         }
-        self.step("rollup mark")?;
-        let column = match tier {
-            Tier::Minute => "minute_mark",
-            Tier::Hour => "hour_mark",
-        };
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "INSERT INTO rollup_marks (device_seq, {column}) VALUES (?, ?)
-             ON CONFLICT (device_seq) DO UPDATE SET {column} = excluded.{column}"
-        )))
-        .bind(device_seq)
-        .bind(end)
-        .execute(&mut *tx)
-        .await?;
         self.step("rollup commit")?;
         tx.commit().await?;
-        Ok(RollStep {
-            buckets: buckets.len() as u64,
-            done: end >= limit,
-        })
+        Ok(steps)
     }
 
     async fn roll_up_late(&self, limit: i64) -> Result<u64> {

@@ -244,24 +244,14 @@ pub struct JobReport {
 
 /// One pass of the tier job at time `now`: every device's minutes up to `now - LAG_MS`,
 /// then late samples, then hours, then compaction of rolled-up raw samples into column
-/// blocks ([`crate::block`]). Each step is its own short transaction; a failed pass is simply
-/// run again.
+/// blocks ([`crate::block`]). Each step is a short transaction of one device or of a few
+/// (the backend's choice); a failed pass is simply run again.
 pub async fn roll_up_all(store: &dyn Store, now: i64) -> Result<JobReport> {
     let to = now.saturating_sub(LAG_MS);
     let mut report = JobReport::default();
     let seqs = store.device_seqs().await?;
-    for seq in &seqs {
-        loop {
-            let step = store
-                .roll_up(*seq, Tier::Minute, to, MINUTE_SPAN_MS)
-                .await?;
-            report.minute_buckets += step.buckets;
-            tokio::task::yield_now().await;
-            if step.done {
-                break;
-            }
-        }
-    }
+    report.minute_buckets +=
+        each_device(store, &seqs, Pass::Roll(Tier::Minute, MINUTE_SPAN_MS), to).await?;
     loop {
         let n = store.roll_up_late(LATE_CHUNK).await?;
         report.late_samples += n;
@@ -270,27 +260,60 @@ pub async fn roll_up_all(store: &dyn Store, now: i64) -> Result<JobReport> {
         }
         tokio::task::yield_now().await;
     }
-    for seq in &seqs {
-        loop {
-            let step = store.roll_up(*seq, Tier::Hour, to, HOUR_SPAN_MS).await?;
-            report.hour_buckets += step.buckets;
-            tokio::task::yield_now().await;
-            if step.done {
-                break;
-            }
-        }
-    }
-    for seq in &seqs {
-        loop {
-            let step = store.compact(*seq, to).await?;
-            report.compacted += step.samples;
-            tokio::task::yield_now().await;
-            if step.done {
-                break;
-            }
-        }
-    }
+    report.hour_buckets +=
+        each_device(store, &seqs, Pass::Roll(Tier::Hour, HOUR_SPAN_MS), to).await?;
+    report.compacted += each_device(store, &seqs, Pass::Compact, to).await?;
     Ok(report)
+}
+
+/// A pass of the tier job over every device.
+#[derive(Debug, Clone, Copy)]
+enum Pass {
+    /// Rollups into a tier, at most this span per step.
+    Roll(Tier, i64),
+    /// Compaction of raw samples into blocks.
+    Compact,
+}
+
+/// Runs `pass` over every device until each is done, below `to`. Each call to the store
+/// takes the devices still to do from some point on and steps as many of the first as it
+/// groups into one transaction. Returns the buckets written or samples compacted.
+async fn each_device(store: &dyn Store, seqs: &[i64], pass: Pass, to: i64) -> Result<u64> {
+    let mut total = 0;
+    let mut pending: Vec<i64> = seqs.to_vec();
+    while !pending.is_empty() {
+        let mut again = Vec::new();
+        let mut at = 0;
+        while let Some(rest) = pending.get(at..).filter(|r| !r.is_empty()) {
+            let steps: Vec<(u64, bool)> = match pass {
+                Pass::Roll(tier, span) => store
+                    .roll_up_devices(rest, tier, to, span)
+                    .await?
+                    .into_iter()
+                    .map(|s| (s.buckets, s.done))
+                    .collect(),
+                Pass::Compact => store
+                    .compact_devices(rest, to)
+                    .await?
+                    .into_iter()
+                    .map(|s| (s.samples, s.done))
+                    .collect(),
+            };
+            if steps.is_empty() {
+                break;
+            }
+            for (seq, (n, done)) in rest.iter().zip(&steps) {
+                total += n;
+                if !done {
+                    again.push(*seq);
+                }
+            }
+            at += steps.len();
+            tokio::task::yield_now().await;
+        }
+        pending = again;
+    }
+    Ok(total)
 }
 
 /// How long each level keeps data.

@@ -107,3 +107,73 @@ async fn an_in_memory_url_is_refused_and_a_file_url_opens() {
     assert_eq!(store.count_users().await.expect("count"), 0);
     store.close().await;
 }
+
+fn new_device(name: &str) -> vitals_store::NewDevice {
+    vitals_store::NewDevice {
+        name: name.into(),
+        host_id: name.into(),
+        token_hash: None,
+        simulated: false,
+        agent_version: None,
+        now: 1,
+    }
+}
+
+/// The tier job's steps group devices into one transaction: one call rolls up, and then
+/// compacts, every device of a small fleet, each exactly as a call of its own would.
+#[tokio::test]
+async fn tier_steps_group_devices_into_one_transaction() {
+    use vitals_store::suite::metric_row;
+    use vitals_store::{SampleBatch, SeriesFilter, Tier};
+    const M: i64 = 60_000;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = SqliteStore::open(&dir.path().join("vitals.db"))
+        .await
+        .expect("open");
+    let t0 = 100 * M;
+    let mut seqs = Vec::new();
+    let mut batches = Vec::new();
+    for (k, name) in ["a", "b", "c"].iter().enumerate() {
+        let d = store.create_device(new_device(name)).await.expect("device");
+        seqs.push(d.seq);
+        // 12 minutes a device, at CPU levels of its own.
+        let samples = (0..12 * 60)
+            .map(|i| metric_row(t0 + i * 1000, (k * 30) as f64 + (i % 7) as f64))
+            .collect();
+        batches.push(SampleBatch {
+            device_seq: d.seq,
+            samples,
+            now: t0,
+        });
+    }
+    store.insert_batches(&batches).await.expect("insert");
+    let to = t0 + 12 * M;
+    let steps = store
+        .roll_up_devices(&seqs, Tier::Minute, to, 3_600_000)
+        .await
+        .expect("roll up");
+    assert_eq!(steps.len(), 3, "one call, every device: {steps:?}");
+    for (k, (seq, step)) in seqs.iter().zip(&steps).enumerate() {
+        assert_eq!((step.buckets, step.done), (12, true), "device {k}");
+        let runs = store
+            .rollups(*seq, Tier::Minute, t0, to, &SeriesFilter::all(), false)
+            .await
+            .expect("rollups");
+        let cpu = &runs["cpu"];
+        assert_eq!(cpu.len(), 12, "device {k}");
+        // Each device's minutes are its own: min and max of its CPU levels, 60 samples each.
+        let base = (k * 30) as f64;
+        assert!(
+            cpu.iter()
+                .all(|(_, r)| r.min == base && r.max == base + 6.0 && r.count == 60),
+            "device {k}: {cpu:?}"
+        );
+    }
+    let compacted = store.compact_devices(&seqs, to).await.expect("compact");
+    assert_eq!(compacted.len(), 3, "{compacted:?}");
+    assert!(compacted.iter().all(|c| c.samples == 600), "{compacted:?}");
+    for seq in &seqs {
+        assert_eq!(store.count_samples(*seq).await.expect("count"), 720);
+    }
+    store.close().await;
+}

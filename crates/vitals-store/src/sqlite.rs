@@ -421,7 +421,9 @@ async fn check_not_newer(pool: &SqlitePool) -> Result<()> {
     not_newer(newest, &MIGRATOR)
 }
 
-const DEVICE_COLS: &str = "seq, id, name, host_id, simulated, agent_version, created_at, last_seen, token_hash IS NOT NULL AS has_token";
+const DEVICE_COLS: &str = "seq, id, name, host_id, simulated, agent_version, created_at,
+     (SELECT last_seen FROM device_seen WHERE device_seq = seq) AS last_seen,
+     token_hash IS NOT NULL AS has_token";
 
 async fn insert_device(tx: &mut Transaction<'_, Sqlite>, d: &NewDevice) -> Result<Device> {
     let id = uuid::Uuid::new_v4().to_string();
@@ -921,6 +923,10 @@ impl Store for SqliteStore {
         ] {
             sqlx::query(sql).bind(seq).execute(&mut *tx).await?;
         }
+        sqlx::query("DELETE FROM device_seen WHERE device_seq = ?")
+            .bind(seq)
+            .execute(&mut *tx)
+            .await?;
         sqlx::query("DELETE FROM device_state WHERE device_seq = ?")
             .bind(seq)
             .execute(&mut *tx)

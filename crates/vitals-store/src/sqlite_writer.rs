@@ -154,9 +154,12 @@ fn open(path: &Path) -> Result<Connection> {
     conn.pragma_update(None, "foreign_keys", "ON")?;
     conn.pragma_update(None, "wal_autocheckpoint", 0)?;
     conn.pragma_update(None, "journal_size_limit", 67_108_864)?;
-    // Enough for the pages a commit touches (a leaf per device and their parents) at a
-    // thousand devices; the pool's connections keep their own caches for queries.
-    conn.pragma_update(None, "cache_size", -4_000)?;
+    // Room to spare for the pages commits touch in turn (each device's newest leaf, their
+    // parents, `device_seen`, `rollup_marks`) at a thousand devices and more: agents take
+    // turns, so a cache just short of that set misses on every page (least recently used is
+    // next needed), re-reading a page per sample. 10 MB holds about 2,500 pages. The pool's
+    // connections keep their own caches for queries.
+    conn.pragma_update(None, "cache_size", -10_000)?;
     conn.pragma_update(None, "temp_store", "MEMORY")?;
     conn.set_prepared_statement_cache_capacity(32);
     Ok(conn)
@@ -198,7 +201,9 @@ fn commit(conn: &mut Connection, cache: &ShapeCache, c: Commit) -> Result<Vec<u6
     let (stored, learned) = insert(&tx, cache, c.samples, c.batches)?;
     if let Some(now) = c.now {
         let mut seen = tx.prepare_cached(
-            "UPDATE devices SET last_seen = MAX(COALESCE(last_seen, 0), ?1) WHERE seq = ?2",
+            "INSERT INTO device_seen (device_seq, last_seen)
+             SELECT ?2, ?1 WHERE EXISTS (SELECT 1 FROM devices WHERE seq = ?2)
+             ON CONFLICT (device_seq) DO UPDATE SET last_seen = MAX(last_seen, excluded.last_seen)",
         )?;
         for seq in &c.seen {
             seen.execute(params![now, seq])?;

@@ -177,3 +177,52 @@ async fn tier_steps_group_devices_into_one_transaction() {
     }
     store.close().await;
 }
+
+/// Migration 6 moves each device's `last_seen` out of `devices` into `device_seen`: a
+/// database of version 5 keeps every device's value, and new commits move it forward.
+#[tokio::test]
+async fn last_seen_survives_its_move_to_device_seen() {
+    use vitals_store::{SampleBatch, suite::metric_row};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("vitals.db");
+    let url = format!("sqlite://{}?mode=rwc", path.display());
+    let pool = sqlx::SqlitePool::connect(&url).await.expect("pool");
+    let mut v5 = sqlx::migrate!("./migrations/sqlite");
+    v5.migrations = v5
+        .migrations
+        .iter()
+        .filter(|m| m.version <= 5)
+        .cloned()
+        .collect::<Vec<_>>()
+        .into();
+    v5.run(&pool).await.expect("migrate to version 5");
+    sqlx::query(
+        "INSERT INTO devices (seq, id, name, host_id, created_at, last_seen)
+         VALUES (1, 'id-a', 'a', 'a', 1, 123456), (2, 'id-b', 'b', 'b', 1, NULL)",
+    )
+    .execute(&pool)
+    .await
+    .expect("devices");
+    pool.close().await;
+
+    let store = SqliteStore::open(&path).await.expect("open migrates");
+    let a = store.device("id-a").await.expect("a").expect("a exists");
+    let b = store.device("id-b").await.expect("b").expect("b exists");
+    assert_eq!((a.last_seen, b.last_seen), (Some(123_456), None));
+    store
+        .insert_batches(&[SampleBatch {
+            device_seq: b.seq,
+            samples: vec![metric_row(200_000, 5.0)],
+            now: 200_500,
+        }])
+        .await
+        .expect("insert");
+    let list = store.list_devices().await.expect("list");
+    let seen: Vec<Option<i64>> = list.iter().map(|d| d.device.last_seen).collect();
+    assert_eq!(seen, vec![Some(123_456), Some(200_500)]);
+    // A deleted device leaves no `last_seen` behind for a device that reuses its number.
+    assert!(store.delete_device("id-b").await.expect("delete"));
+    let c = store.create_device(new_device("c")).await.expect("device");
+    assert_eq!(c.last_seen, None);
+    store.close().await;
+}

@@ -69,8 +69,6 @@ const GATHER: Duration = Duration::from_millis(25);
 const MESSAGE_BYTES: usize = 256 * 1024;
 /// Most samples one event may carry (an agent batch holds at most 1,000).
 const MAX_SAMPLES_PER_EVENT: usize = 1000;
-/// The JSON of a sample known only by its card figures: none.
-static NO_JSON: std::sync::LazyLock<Arc<str>> = std::sync::LazyLock::new(|| Arc::from(""));
 /// Most other replicas whose first whole round is remembered (see [`Replicas::note_whole`]).
 const MAX_SENDERS: usize = 256;
 /// The device-state kinds a remote replica may announce.
@@ -568,7 +566,7 @@ fn encode(ev: Result<LiveEvent, RecvError>) -> (Option<Vec<u8>>, Option<Vec<u8>>
     let body = match ev {
         Err(RecvError::Closed) => return (None, None),
         Ok(LiveEvent::Samples { device_id, samples }) => {
-            let cards: Vec<Card> = samples.iter().map(|l| Card::of(&l.sample)).collect();
+            let cards: Vec<Card> = samples.iter().map(|l| Card::of(l.sample())).collect();
             let whole = encode_samples(&device_id, &samples, &cards);
             let cards = serde_json::to_vec(&Body::Cards { device_id, cards }).ok();
             return (whole, cards.and_then(sized));
@@ -620,16 +618,17 @@ fn sized(bytes: Vec<u8>) -> Option<Vec<u8>> {
 /// sends it to its own viewers already): no copy, no second serialisation. `cards` are the
 /// samples' card figures, in the same order.
 fn encode_samples(device_id: &str, samples: &[LiveSample], cards: &[Card]) -> Option<Vec<u8>> {
-    let size = samples.iter().map(|l| l.json.len() + 1).sum::<usize>();
+    let json: Vec<&Arc<str>> = samples.iter().filter_map(LiveSample::json).collect();
+    let size = json.iter().map(|j| j.len() + 1).sum::<usize>();
     let mut out = Vec::with_capacity(size + 64 * samples.len() + 64);
     out.extend_from_slice(br#"{"samples":{"device_id":"#);
     serde_json::to_writer(&mut out, device_id).ok()?;
     out.extend_from_slice(br#","samples":["#);
-    for (i, l) in samples.iter().enumerate() {
+    for (i, j) in json.iter().enumerate() {
         if i > 0 {
             out.push(b',');
         }
-        out.extend_from_slice(l.json.as_bytes());
+        out.extend_from_slice(j.as_bytes());
     }
     out.extend_from_slice(br#"],"cards":"#);
     serde_json::to_writer(&mut out, cards).ok()?;
@@ -801,10 +800,7 @@ async fn apply(
             let samples: Vec<LiveSample> = cards
                 .iter()
                 .take(MAX_SAMPLES_PER_EVENT)
-                .map(|c| LiveSample {
-                    sample: c.sample(),
-                    json: Arc::clone(&NO_JSON),
-                })
+                .map(|c| LiveSample::card(c.sample()))
                 .collect();
             if samples.is_empty() {
                 return None;
@@ -833,17 +829,14 @@ async fn apply(
                         Some(c) if !full => c.sample(),
                         _ => serde_json::from_str::<MetricSample>(raw.get()).ok()?,
                     };
-                    Some(LiveSample {
-                        sample,
-                        json: Arc::from(raw.get()),
-                    })
+                    Some(LiveSample::with_json(sample, Arc::from(raw.get())))
                 })
                 .collect();
             if samples.is_empty() {
                 return None;
             }
             if state.alerts.holding() {
-                let plain = samples.iter().map(|l| l.sample.clone()).collect();
+                let plain = samples.iter().map(|l| l.sample().clone()).collect();
                 state.alerts.observe_remote(&device_id, plain).await;
             }
             LiveEvent::Samples {
@@ -998,7 +991,7 @@ mod tests {
         };
         assert_eq!(device_id, "dev \"1\"");
         assert_eq!(samples.len(), 2);
-        assert_eq!(samples[0].get(), &*live[0].json);
+        assert_eq!(Some(samples[0].get()), live[0].json().map(|j| &**j));
         assert_eq!(with_whole.len(), 2);
         let Body::Cards { device_id, cards } =
             serde_json::from_slice(&cards.expect("cards")).expect("a body")

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::ops::Deref;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Instant;
 
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -17,21 +17,56 @@ use crate::ingest::writer::Writer;
 use crate::ratelimit::{KeyedLimiter, SharedLimiter};
 use crate::settings::Settings;
 
-/// A committed sample as live views get it: the sample and its JSON, serialised once.
+/// A committed sample as live views get it: the sample, and its JSON, serialised at most once
+/// and only when something wants it (a viewer, another replica, the API), not for every
+/// sample ingested. Clones share both.
 #[derive(Debug, Clone)]
-pub struct LiveSample {
-    pub sample: vitals_proto::MetricSample,
-    pub json: Arc<str>,
+pub struct LiveSample(Arc<LiveInner>);
+
+#[derive(Debug)]
+struct LiveInner {
+    sample: vitals_proto::MetricSample,
+    /// `None` for a sample known by its card figures alone (another replica's).
+    json: Option<OnceLock<Arc<str>>>,
 }
 
 impl LiveSample {
+    /// A whole sample, its JSON made when first wanted.
     pub fn new(sample: vitals_proto::MetricSample) -> LiveSample {
-        // Plain structs of numbers and strings: serialisation cannot fail.
-        let json = serde_json::to_string(&sample).unwrap_or_default();
-        LiveSample {
+        LiveSample(Arc::new(LiveInner {
             sample,
-            json: Arc::from(json),
-        }
+            json: Some(OnceLock::new()),
+        }))
+    }
+
+    /// A whole sample with the JSON it arrived as.
+    pub fn with_json(sample: vitals_proto::MetricSample, json: Arc<str>) -> LiveSample {
+        LiveSample(Arc::new(LiveInner {
+            sample,
+            json: Some(OnceLock::from(json)),
+        }))
+    }
+
+    /// A sample known by its card figures alone: no JSON to show as it was sent.
+    pub fn card(sample: vitals_proto::MetricSample) -> LiveSample {
+        LiveSample(Arc::new(LiveInner { sample, json: None }))
+    }
+
+    pub fn sample(&self) -> &vitals_proto::MetricSample {
+        &self.0.sample
+    }
+
+    /// Whether the sample is whole (has JSON to show), not only card figures.
+    pub fn is_whole(&self) -> bool {
+        self.0.json.is_some()
+    }
+
+    /// The sample's JSON, serialised on the first call; `None` for a card.
+    pub fn json(&self) -> Option<&Arc<str>> {
+        self.0.json.as_ref().map(|j| {
+            // Plain structs of numbers and strings: serialisation cannot fail.
+            j.get_or_init(|| Arc::from(serde_json::to_string(&self.0.sample).unwrap_or_default()))
+        })
     }
 
     /// Every row of a stored frame, rebuilt as samples ([`vitals_store::Frame::sample`]).
@@ -197,5 +232,31 @@ impl Drop for AgentGuard {
             }
         }
         metrics::gauge!(crate::telemetry::CONNECTED_AGENTS).decrement(1.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_live_sample_is_serialised_once_when_wanted_and_clones_share_it() {
+        let s: vitals_proto::MetricSample = serde_json::from_str(
+            r#"{"v":1,"ts":7,"hostId":"h","cpu":{"total":12.5},"mem":{"used":1,"total":2},
+            "net":{"txBps":0,"rxBps":0},"uptimeSec":1,"procCount":1}"#,
+        )
+        .expect("sample");
+        let live = LiveSample::new(s.clone());
+        let copy = live.clone();
+        let json = Arc::clone(copy.json().expect("whole"));
+        let back: vitals_proto::MetricSample = serde_json::from_str(&json).expect("its JSON");
+        assert_eq!(back.ts, 7);
+        assert_eq!(back.cpu.total, 12.5);
+        // The clone made it; the original has the very same string.
+        assert!(Arc::ptr_eq(live.json().expect("whole"), &json));
+        let sent = LiveSample::with_json(s.clone(), Arc::from(r#"{"as":"sent"}"#));
+        assert_eq!(sent.json().map(|j| &**j), Some(r#"{"as":"sent"}"#));
+        let card = LiveSample::card(s);
+        assert!(!card.is_whole() && card.json().is_none());
     }
 }

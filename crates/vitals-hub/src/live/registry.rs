@@ -165,7 +165,7 @@ fn flatten(s: &MetricSample) -> Flat {
 /// What the hub knows of one device, kept current from the bus.
 struct DeviceEntry {
     device: Device,
-    latest: Option<(i64, Arc<str>)>,
+    latest: Option<LiveSample>,
     key_values: Vec<(&'static str, f64)>,
     spark: VecDeque<SparkPoint>,
 }
@@ -183,20 +183,21 @@ pub struct Subscriber<'a> {
 }
 
 impl DeviceEntry {
-    /// `json` is empty for a sample known only by its card figures (another replica's, while
-    /// no view here needs it whole): the cards and sparklines move, and an older latest JSON
-    /// is dropped rather than shown as current (the store's newest sample stands in for it).
-    /// A sample seen twice (a replica switching between cards and whole samples may get
-    /// both) replaces its sparkline point instead of adding one.
-    fn observe(&mut self, s: &MetricSample, json: &Arc<str>) {
-        if self.latest.as_ref().is_some_and(|(ts, _)| *ts > s.ts)
+    /// A sample known only by its card figures (another replica's, while no view here needs
+    /// it whole) moves the cards and sparklines, and an older latest sample is dropped rather
+    /// than shown as current (the store's newest sample stands in for it). A sample seen
+    /// twice (a replica switching between cards and whole samples may get both) replaces its
+    /// sparkline point instead of adding one.
+    fn observe(&mut self, l: &LiveSample) {
+        let s = l.sample();
+        if self.latest.as_ref().is_some_and(|m| m.sample().ts > s.ts)
             || self.spark.back().is_some_and(|(ts, _)| *ts > s.ts)
         {
             return; // an old sample replayed: the latest stays
         }
-        if !json.is_empty() {
-            self.latest = Some((s.ts, Arc::clone(json)));
-        } else if self.latest.as_ref().is_some_and(|(ts, _)| *ts < s.ts) {
+        if l.is_whole() {
+            self.latest = Some(l.clone());
+        } else if self.latest.as_ref().is_some_and(|m| m.sample().ts < s.ts) {
             self.latest = None;
         }
         if self.spark.back().is_some_and(|(ts, _)| *ts == s.ts) {
@@ -394,15 +395,17 @@ fn evaluate(
             out.push(']');
             out
         }
-        QueryKey::DeviceLatest(id) => match inner.devices.get(id) {
-            Some(DeviceEntry {
-                latest: Some((ts, json)),
-                ..
-            }) => format!(
+        QueryKey::DeviceLatest(id) => match inner
+            .devices
+            .get(id)
+            .and_then(|e| e.latest.as_ref())
+            .and_then(|l| Some((l.sample().ts, l.json()?)))
+        {
+            Some((ts, json)) => format!(
                 r#"{{"deviceId":{},"ts":{ts},"sample":{json}}}"#,
                 Value::from(id.as_str())
             ),
-            _ => "null".into(),
+            None => "null".into(),
         },
         QueryKey::DeviceSeries(id, secs) => {
             if !inner.devices.contains_key(id) {
@@ -527,7 +530,7 @@ impl Registry {
                     };
                     if let Some(l) = d.latest {
                         for l in LiveSample::from_frame(&l, &e.device.host_id) {
-                            e.observe(&l.sample, &l.json);
+                            e.observe(&l);
                         }
                     }
                     e
@@ -556,7 +559,7 @@ impl Registry {
             e.spark.clear();
             let last = e.latest.take();
             for l in samples {
-                e.observe(&l.sample, &l.json);
+                e.observe(l);
             }
             if e.latest.is_none() {
                 e.latest = last;
@@ -567,7 +570,8 @@ impl Registry {
     /// The device's newest sample as its agent sent it (`ts`, JSON), if one arrived or was
     /// loaded since the hub started.
     pub fn latest(&self, id: &str) -> Option<(i64, Arc<str>)> {
-        self.lock().devices.get(id).and_then(|e| e.latest.clone())
+        let latest = self.lock().devices.get(id).and_then(|e| e.latest.clone())?;
+        Some((latest.sample().ts, Arc::clone(latest.json()?)))
     }
 
     /// Whether the device is known.
@@ -600,12 +604,11 @@ impl Registry {
             let mut window = VecDeque::new();
             if let QueryKey::DeviceSeries(id, secs) = &key {
                 let from = ctx.now - i64::from(*secs) * 1000;
-                let mut flats: Vec<Flat> = preload.iter().map(|l| flatten(&l.sample)).collect();
-                if let Some((_, j)) = inner.devices.get(id).and_then(|e| e.latest.as_ref())
-                    && let Ok(s) = serde_json::from_str::<MetricSample>(j)
-                    && !flats.iter().any(|f| f.ts == s.ts)
+                let mut flats: Vec<Flat> = preload.iter().map(|l| flatten(l.sample())).collect();
+                if let Some(l) = inner.devices.get(id).and_then(|e| e.latest.as_ref())
+                    && !flats.iter().any(|f| f.ts == l.sample().ts)
                 {
-                    flats.push(flatten(&s));
+                    flats.push(flatten(l.sample()));
                 }
                 flats.retain(|f| f.ts >= from);
                 flats.sort_by_key(|f| f.ts);
@@ -702,7 +705,7 @@ impl Registry {
         let mut inner = self.lock();
         if let Some(st) = inner.streams.get_mut(device) {
             for l in samples {
-                st.observe(&l.sample);
+                st.observe(l.sample());
             }
         }
     }
@@ -711,10 +714,7 @@ impl Registry {
     /// current frames held in memory (`metrics` latest, `history`).
     pub fn stream_set(&self, device: &str, conn: u64, add: u8, remove: u8) -> (u8, Vec<String>) {
         let mut inner = self.lock();
-        let latest = inner
-            .devices
-            .get(device)
-            .and_then(|e| e.latest.as_ref().map(|(_, j)| Arc::clone(j)));
+        let latest = inner.devices.get(device).and_then(|e| e.latest.clone());
         let Some(st) = inner.streams.get_mut(device) else {
             return (0, Vec::new());
         };
@@ -726,7 +726,7 @@ impl Registry {
         *mask = (*mask | add) & !remove;
         let mut frames = Vec::new();
         if added & 1 != 0
-            && let Some(j) = latest
+            && let Some(j) = latest.as_ref().and_then(LiveSample::json)
         {
             frames.push(format!(r#"{{"type":"metrics","data":{j}}}"#));
         }
@@ -799,7 +799,7 @@ impl Registry {
         let known = match inner.devices.get_mut(device_id) {
             Some(e) => {
                 for l in samples {
-                    e.observe(&l.sample, &l.json);
+                    e.observe(l);
                 }
                 e.device.last_seen = Some(now);
                 true
@@ -808,11 +808,7 @@ impl Registry {
         };
         // Views of whole samples get only those another replica sent whole (a sample known
         // by its card figures alone has no JSON).
-        let parsed: Vec<(&MetricSample, &Arc<str>)> = samples
-            .iter()
-            .filter(|l| !l.json.is_empty())
-            .map(|l| (&l.sample, &l.json))
-            .collect();
+        let whole: Vec<&LiveSample> = samples.iter().filter(|l| l.is_whole()).collect();
         // Device views (none open: nothing to mark, no key to build).
         if !inner.nodes.is_empty() {
             mark(inner, QueryKey::DeviceLatest(device_id.to_string()));
@@ -823,7 +819,7 @@ impl Registry {
             for s in secs {
                 let key = QueryKey::DeviceSeries(device_id.to_string(), s);
                 if let Some(node) = inner.nodes.get_mut(&key) {
-                    for (m, _) in &parsed {
+                    for m in whole.iter().map(|l| l.sample()) {
                         if !node.window.iter().any(|f| f.ts == m.ts) {
                             let at = node.window.partition_point(|f| f.ts < m.ts);
                             node.window.insert(at, flatten(m));
@@ -840,7 +836,8 @@ impl Registry {
         // Seed 002: the device's shared stream.
         if let Some(st) = inner.streams.get_mut(device_id) {
             let hist_bit = channel_bit("history").unwrap_or(0);
-            for (s, j) in &parsed {
+            for l in &whole {
+                let (s, j) = (l.sample(), l.json().map_or("null", |j| &**j));
                 st.observe(s);
                 let frame = Utf8Bytes::from(format!(r#"{{"type":"metrics","data":{j}}}"#));
                 for (o, mask) in st.viewers.values() {
@@ -864,7 +861,8 @@ impl Registry {
         if !inner.broadcast.is_empty() {
             let key = key_hash(device_id);
             let id = Value::from(device_id);
-            for (s, j) in &parsed {
+            for l in &whole {
+                let (s, j) = (l.sample(), l.json().map_or("null", |j| &**j));
                 let frame = Utf8Bytes::from(format!(
                     r#"{{"type":"metrics","deviceId":{id},"ts":{},"data":{j}}}"#,
                     s.ts
@@ -1172,26 +1170,26 @@ mod tests {
     #[test]
     fn a_sample_seen_twice_is_one_point_and_a_card_drops_an_older_latest() {
         let mut e = entry();
-        let json: Arc<str> = Arc::from(r#"{"ts":1}"#);
-        let card: Arc<str> = Arc::from("");
+        let whole = |ts, cpu| LiveSample::new(at(ts, cpu));
+        let card = |ts, cpu| LiveSample::card(at(ts, cpu));
         let spark = |e: &DeviceEntry| e.spark.iter().map(|p| p.0).collect::<Vec<_>>();
-        e.observe(&at(1000, 1.0), &json);
-        assert_eq!(e.latest.as_ref().map(|l| l.0), Some(1000));
+        e.observe(&whole(1000, 1.0));
+        assert_eq!(e.latest.as_ref().map(|l| l.sample().ts), Some(1000));
         // A newer sample known by its card only: the older JSON is not shown as current.
-        e.observe(&at(2000, 2.0), &card);
+        e.observe(&card(2000, 2.0));
         assert!(e.latest.is_none());
         // The same sample whole, then its card again: one point, the whole JSON kept.
-        e.observe(&at(2000, 2.0), &json);
-        e.observe(&at(2000, 2.0), &card);
+        e.observe(&whole(2000, 2.0));
+        e.observe(&card(2000, 2.0));
         assert_eq!(spark(&e), vec![1000, 2000]);
-        assert_eq!(e.latest.as_ref().map(|l| l.0), Some(2000));
+        assert_eq!(e.latest.as_ref().map(|l| l.sample().ts), Some(2000));
         assert_eq!(
             e.key_values.iter().find(|(n, _)| *n == "cpu").map(|x| x.1),
             Some(2.0)
         );
         // An older sample replayed changes nothing.
-        e.observe(&at(500, 9.0), &json);
+        e.observe(&whole(500, 9.0));
         assert_eq!(spark(&e), vec![1000, 2000]);
-        assert_eq!(e.latest.as_ref().map(|l| l.0), Some(2000));
+        assert_eq!(e.latest.as_ref().map(|l| l.sample().ts), Some(2000));
     }
 }

@@ -707,6 +707,8 @@ async fn migrate_copies_a_sqlite_hub_once() {
     let (s, stats) = admin.get(&stats_path).await;
     assert_eq!(s, 200, "{stats}");
     drop(agent);
+    let (_, before) = admin.get(&format!("/api/devices/{device}")).await;
+    let last_seen = before["lastSeen"].as_i64().expect("last seen");
     let mut hub = hub;
     assert!(hub.terminate(), "stopped cleanly");
     let from = format!("sqlite:{}", dir.path().join("vitals.db").display());
@@ -773,6 +775,10 @@ async fn migrate_copies_a_sqlite_hub_once() {
     }
     let (_, devices) = api.get("/api/devices").await;
     assert!(devices.to_string().contains("simulated"), "{devices}");
+    // `last_seen` as the SQLite hub had it (there a table of its own), not only the newest
+    // sample's time.
+    let (_, after) = api.get(&format!("/api/devices/{device}")).await;
+    assert_eq!(after["lastSeen"].as_i64(), Some(last_seen), "{after}");
     let (s, _) = api.get("/api/auth/me").await;
     assert_eq!(s, 200);
 }

@@ -6,7 +6,8 @@
 //!
 //! Order matters, and is fixed:
 //! 1. accounts, devices, pairing codes, state, settings, app store and alerts, table by
-//!    table in primary-key order (both schemas name their tables and columns alike);
+//!    table in primary-key order (both schemas name their tables and columns alike), then
+//!    each device's `last_seen` (SQLite's `device_seen`, a column of `devices` in PostgreSQL);
 //! 2. raw samples, device by device, through [`Store::insert_batches`] (PostgreSQL lays
 //!    them out in its own partitions and shapes), skipping devices whose count already
 //!    matches;
@@ -118,6 +119,7 @@ pub async fn sqlite_to_postgres(
         let (seen, added) = copy_table(src_pool, dst_pool, t, progress).await?;
         report.tables.push((t.to_string(), seen, added));
     }
+    copy_last_seen(src_pool, dst_pool).await?;
     let (seen, added) = copy_samples(src, dst, progress).await?;
     report.tables.push(("samples".into(), seen, added));
     for t in AFTER_SAMPLES {
@@ -126,6 +128,28 @@ pub async fn sqlite_to_postgres(
     }
     fix_sequences(dst_pool).await?;
     Ok(report)
+}
+
+/// Each device's `last_seen`, which SQLite keeps in `device_seen` and PostgreSQL in
+/// `devices`; only ever moved forward, so a second run changes nothing.
+async fn copy_last_seen(src: &SqlitePool, dst: &PgPool) -> Result<()> {
+    let rows: Vec<(i64, i64)> =
+        sqlx::query_as("SELECT device_seq, last_seen FROM device_seen ORDER BY device_seq")
+            .fetch_all(src)
+            .await?;
+    for chunk in rows.chunks(CHUNK as usize) {
+        let (seqs, seen): (Vec<i64>, Vec<i64>) = chunk.iter().copied().unzip();
+        sqlx::query(
+            "UPDATE devices d SET last_seen = GREATEST(COALESCE(d.last_seen, 0), v.seen)
+               FROM UNNEST($1::BIGINT[], $2::BIGINT[]) AS v(seq, seen)
+              WHERE d.seq = v.seq",
+        )
+        .bind(&seqs)
+        .bind(&seen)
+        .execute(dst)
+        .await?;
+    }
+    Ok(())
 }
 
 async fn copy_samples(

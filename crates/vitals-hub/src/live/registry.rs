@@ -605,10 +605,17 @@ impl Registry {
             if let QueryKey::DeviceSeries(id, secs) = &key {
                 let from = ctx.now - i64::from(*secs) * 1000;
                 let mut flats: Vec<Flat> = preload.iter().map(|l| flatten(l.sample())).collect();
-                if let Some(l) = inner.devices.get(id).and_then(|e| e.latest.as_ref())
-                    && !flats.iter().any(|f| f.ts == l.sample().ts)
+                // Read back from its JSON: another replica's sample may hold only its card
+                // figures in `sample()`, while its JSON is whole.
+                if let Some(j) = inner
+                    .devices
+                    .get(id)
+                    .and_then(|e| e.latest.as_ref())
+                    .and_then(LiveSample::json)
+                    && let Ok(s) = serde_json::from_str::<MetricSample>(j)
+                    && !flats.iter().any(|f| f.ts == s.ts)
                 {
-                    flats.push(flatten(l.sample()));
+                    flats.push(flatten(&s));
                 }
                 flats.retain(|f| f.ts >= from);
                 flats.sort_by_key(|f| f.ts);

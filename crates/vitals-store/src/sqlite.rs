@@ -27,8 +27,6 @@ use crate::*;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
-/// Group commits run on a second connection to the file ([`HotWriter`]), which an in-memory
-/// database cannot have.
 /// A step of the tier job (rollup or compaction) groups devices into one write transaction:
 /// at least `GROUP_MIN`, then more until it has worked `GROUP_BUDGET` or on `GROUP_MAX`, and
 /// commits. One commit per group rather than per device (a thousand devices' rollups were a
@@ -43,6 +41,8 @@ fn group_full(n: usize, started: Instant) -> bool {
     n >= GROUP_MAX || (n >= GROUP_MIN && started.elapsed() >= GROUP_BUDGET)
 }
 
+/// Group commits run on a second connection to the file ([`HotWriter`]), which an in-memory
+/// database cannot have.
 const IN_MEMORY: &str = "an in-memory SQLite database is not supported; give a file, as in sqlite:///var/lib/vitals/vitals.db";
 
 /// A [`Store`] in one SQLite file.
@@ -209,15 +209,7 @@ impl SqliteStore {
                 let all = SeriesFilter::all();
                 let buckets = match tier {
                     Tier::Minute => {
-                        let rows: Vec<HotRow> = sqlx::query_as(
-                            "SELECT ts, shape, vals FROM samples
-                              WHERE device_seq = ? AND ts >= ? AND ts < ? ORDER BY ts",
-                        )
-                        .bind(device_seq)
-                        .bind(start)
-                        .bind(end)
-                        .fetch_all(&mut **tx)
-                        .await?;
+                        let rows = hot_rows(tx, device_seq, start, end).await?;
                         let frame = hot_frame(tx, &self.shapes, &rows, &all).await?;
                         rollup::fold_frame(&frame, w)
                     }
@@ -298,15 +290,7 @@ impl SqliteStore {
         self.step("compact read")?;
         let start = rollup::bucket_start(first, BLOCK_MS);
         let end = start + BLOCK_MS;
-        let rows: Vec<HotRow> = sqlx::query_as(
-            "SELECT ts, shape, vals FROM samples
-              WHERE device_seq = ? AND ts >= ? AND ts < ? ORDER BY ts",
-        )
-        .bind(device_seq)
-        .bind(start)
-        .bind(end)
-        .fetch_all(&mut **tx)
-        .await?;
+        let rows = hot_rows(tx, device_seq, start, end).await?;
         let moved = rows.len() as u64;
         // Late samples of a window already compacted join its block.
         let existing: Option<Vec<u8>> = sqlx::query_scalar(
@@ -1790,6 +1774,24 @@ async fn names_of(
             "a hot row names shape {id}, which does not exist"
         ))),
     }
+}
+
+/// The device's hot rows with `start <= ts < end`, by time.
+async fn hot_rows(
+    conn: &mut sqlx::SqliteConnection,
+    device_seq: i64,
+    start: i64,
+    end: i64,
+) -> Result<Vec<HotRow>> {
+    Ok(sqlx::query_as(
+        "SELECT ts, shape, vals FROM samples
+          WHERE device_seq = ? AND ts >= ? AND ts < ? ORDER BY ts",
+    )
+    .bind(device_seq)
+    .bind(start)
+    .bind(end)
+    .fetch_all(conn)
+    .await?)
 }
 
 /// Hot rows (sorted by time) as a frame of the series `filter` wants.

@@ -248,7 +248,8 @@ pub async fn pairing_expiry_and_deny(s: Arc<dyn Store>) {
     assert!(s.device_code("DENYME22").await.expect("q").is_none());
 }
 
-fn device(name: &str) -> NewDevice {
+/// A new device named `name` (host `host-NAME`, a token hash of its own).
+pub fn device(name: &str) -> NewDevice {
     NewDevice {
         name: name.into(),
         host_id: format!("host-{name}"),

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use vitals_store::suite::device;
 use vitals_store::{SqliteStore, Store};
 
 async fn fresh() -> Option<Arc<dyn Store>> {
@@ -108,17 +109,6 @@ async fn an_in_memory_url_is_refused_and_a_file_url_opens() {
     store.close().await;
 }
 
-fn new_device(name: &str) -> vitals_store::NewDevice {
-    vitals_store::NewDevice {
-        name: name.into(),
-        host_id: name.into(),
-        token_hash: None,
-        simulated: false,
-        agent_version: None,
-        now: 1,
-    }
-}
-
 /// The tier job's steps group devices into one transaction: one call rolls up, and then
 /// compacts, every device of a small fleet, each exactly as a call of its own would.
 #[tokio::test]
@@ -134,7 +124,7 @@ async fn tier_steps_group_devices_into_one_transaction() {
     let mut seqs = Vec::new();
     let mut batches = Vec::new();
     for (k, name) in ["a", "b", "c"].iter().enumerate() {
-        let d = store.create_device(new_device(name)).await.expect("device");
+        let d = store.create_device(device(name)).await.expect("device");
         seqs.push(d.seq);
         // 12 minutes a device, at CPU levels of its own.
         let samples = (0..12 * 60)
@@ -222,7 +212,7 @@ async fn last_seen_survives_its_move_to_device_seen() {
     assert_eq!(seen, vec![Some(123_456), Some(200_500)]);
     // A deleted device leaves no `last_seen` behind for a device that reuses its number.
     assert!(store.delete_device("id-b").await.expect("delete"));
-    let c = store.create_device(new_device("c")).await.expect("device");
+    let c = store.create_device(device("c")).await.expect("device");
     assert_eq!(c.last_seen, None);
     store.close().await;
 }

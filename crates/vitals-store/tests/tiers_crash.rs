@@ -8,7 +8,7 @@ use std::time::Duration;
 use vitals_store::rollup::{self, Series};
 use vitals_store::suite::metric_row;
 use vitals_store::tiers::{self, Level, Retention};
-use vitals_store::{Frame, NewDevice, SampleBatch, SeriesFilter, SqliteStore, Store, StoreError};
+use vitals_store::{Frame, SampleBatch, SeriesFilter, SqliteStore, Store, StoreError};
 
 const M: i64 = 60_000;
 const H: i64 = 3_600_000;
@@ -131,14 +131,7 @@ async fn a_failure_at_every_step_leaves_every_sample_exactly_once() {
         let mut seqs = Vec::new();
         for name in ["a", "b"] {
             let d = store
-                .create_device(NewDevice {
-                    name: name.into(),
-                    host_id: name.into(),
-                    token_hash: None,
-                    simulated: false,
-                    agent_version: None,
-                    now: 1,
-                })
+                .create_device(vitals_store::suite::device(name))
                 .await
                 .expect("device");
             seqs.push(d.seq);

@@ -254,6 +254,7 @@ impl SqliteStore {
             done: end >= limit,
         })
     }
+
     /// One compaction step of one device inside the caller's write transaction.
     async fn compact_in(
         &self,

@@ -801,6 +801,16 @@ impl Registry {
     // ---- the dispatcher ------------------------------------------------------------------
 
     fn on_samples(&self, device_id: &str, samples: &[LiveSample], now: i64) -> bool {
+        // Viewers of whole samples get their JSON: made here, before the lock, not under it.
+        let wanted = {
+            let inner = self.lock();
+            inner.streams.contains_key(device_id) || !inner.broadcast.is_empty()
+        };
+        if wanted {
+            for l in samples {
+                l.json();
+            }
+        }
         let mut inner = self.lock();
         let inner = &mut *inner;
         let known = match inner.devices.get_mut(device_id) {

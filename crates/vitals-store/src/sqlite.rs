@@ -99,6 +99,10 @@ impl SqliteStore {
         Self::with_options(opts).await
     }
 
+    /// Opens the store, trying again for a few seconds while the file is locked: a command
+    /// such as `vitals-hub user add` runs beside a live hub, and SQLite answers "database is
+    /// locked" at once, without waiting out the busy timeout, when a connection's read
+    /// snapshot must become a write in the middle of another's commit.
     async fn with_options(opts: SqliteConnectOptions) -> Result<Self> {
         let file = opts.get_filename();
         if file == Path::new(":memory:")
@@ -106,6 +110,21 @@ impl SqliteStore {
         {
             return Err(StoreError::Config(IN_MEMORY.into()));
         }
+        let mut pause = Duration::from_millis(50);
+        for _ in 0..OPEN_TRIES - 1 {
+            match Self::open_once(opts.clone()).await {
+                Err(e) if is_locked(&e) => {
+                    tracing::debug!(error = %e, "the database is locked; opening it again");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(1));
+                }
+                r => return r,
+            }
+        }
+        Self::open_once(opts).await
+    }
+
+    async fn open_once(opts: SqliteConnectOptions) -> Result<Self> {
         // Statements are not logged (the tier job's are large); slow ones only at debug
         // level, where waiting for the write lock also shows.
         // Rows come back from SQLite's worker thread through a channel: a small one makes
@@ -367,6 +386,14 @@ impl SqliteStore {
             Err(rows.join("; "))
         }
     }
+}
+
+/// How many times [`SqliteStore::open`] tries while the database is locked (about 6 s).
+const OPEN_TRIES: usize = 8;
+
+/// Whether an error is SQLite's `SQLITE_BUSY` ("database is locked", in any of its forms).
+fn is_locked(e: &StoreError) -> bool {
+    e.to_string().contains("database is locked")
 }
 
 /// Checkpoints the WAL every two seconds until the pool closes (a page written many times in
@@ -2031,4 +2058,45 @@ async fn merge_into_rollup(
     let all = SeriesFilter::all();
     let runs = read_rollups(tx, device_seq, tier, bucket, bucket + 1, &all, true).await?;
     write_rollup(tx, device_seq, tier, bucket, &merged_bucket(runs, delta)).await
+}
+
+#[cfg(test)]
+mod open_tests {
+    use super::*;
+
+    /// SQLite's answer while another connection holds the write lock is what `open` retries
+    /// on, whichever connection (the pool's or the writer's) meets it.
+    #[tokio::test]
+    async fn a_locked_database_is_told_apart_from_other_errors() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("locked.db");
+        let store = SqliteStore::open(&path).await.expect("open");
+        let holder = rusqlite::Connection::open(&path).expect("holder");
+        holder.execute_batch("BEGIN IMMEDIATE").expect("lock");
+
+        let other = rusqlite::Connection::open(&path).expect("other");
+        other.busy_timeout(Duration::ZERO).expect("timeout");
+        let e = other
+            .execute_batch("BEGIN IMMEDIATE")
+            .expect_err("the lock is held");
+        assert!(is_locked(&StoreError::Sqlite(e)));
+
+        // The pool's connections wait out their busy timeout; a zero timeout answers at once.
+        let mut conn = store.pool.acquire().await.expect("acquire");
+        sqlx::query("PRAGMA busy_timeout = 0")
+            .execute(&mut *conn)
+            .await
+            .expect("pragma");
+        let e = sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut *conn)
+            .await
+            .expect_err("the lock is held");
+        assert!(is_locked(&StoreError::Database(e)));
+
+        assert!(!is_locked(&StoreError::Corrupt("database is fine".into())));
+        holder.execute_batch("ROLLBACK").expect("unlock");
+        // With the lock gone, opening the same file again works at once.
+        drop(conn);
+        SqliteStore::open(&path).await.expect("open again");
+    }
 }

@@ -391,9 +391,24 @@ impl SqliteStore {
 /// How many times [`SqliteStore::open`] tries while the database is locked (about 6 s).
 const OPEN_TRIES: usize = 8;
 
-/// Whether an error is SQLite's `SQLITE_BUSY` ("database is locked", in any of its forms).
+/// Whether an error is SQLite's `SQLITE_BUSY` ("database is locked", in any of its extended
+/// forms), from the pool, the migrator or the writer's connection.
 fn is_locked(e: &StoreError) -> bool {
-    e.to_string().contains("database is locked")
+    /// `SQLITE_BUSY`; extended codes (`SQLITE_BUSY_SNAPSHOT`, ...) keep it in their low byte.
+    const BUSY: i32 = 5;
+    fn sqlx_busy(e: &sqlx::Error) -> bool {
+        matches!(e, sqlx::Error::Database(db)
+            if db.code().and_then(|c| c.parse::<i32>().ok()).is_some_and(|c| c & 0xff == BUSY))
+    }
+    match e {
+        StoreError::Database(e) | StoreError::Migrate(sqlx::migrate::MigrateError::Execute(e)) => {
+            sqlx_busy(e)
+        }
+        StoreError::Sqlite(rusqlite::Error::SqliteFailure(f, _)) => {
+            f.code == rusqlite::ErrorCode::DatabaseBusy
+        }
+        _ => false,
+    }
 }
 
 /// Checkpoints the WAL every two seconds until the pool closes (a page written many times in
@@ -2092,11 +2107,15 @@ mod open_tests {
             .await
             .expect_err("the lock is held");
         assert!(is_locked(&StoreError::Database(e)));
+        // Not back to the pool with a zero timeout.
+        drop(conn.detach());
 
-        assert!(!is_locked(&StoreError::Corrupt("database is fine".into())));
+        // Told by SQLite's code, not by words in a message.
+        assert!(!is_locked(&StoreError::Corrupt(
+            "database is locked".into()
+        )));
         holder.execute_batch("ROLLBACK").expect("unlock");
         // With the lock gone, opening the same file again works at once.
-        drop(conn);
         SqliteStore::open(&path).await.expect("open again");
     }
 }

@@ -137,12 +137,14 @@ mod tests {
 
     #[test]
     fn bucket_limits_and_refills() {
-        let l = KeyedLimiter::new(1000.0, 2.0);
+        // One token per 50 ms: the checks below take far less, even on a busy machine (at
+        // 1,000 a second, a thread paused for 1 ms between them saw a token come back).
+        let l = KeyedLimiter::new(20.0, 2.0);
         assert!(l.check("a").is_ok());
         assert!(l.check("a").is_ok());
         assert!(l.check("a").is_err());
         assert!(l.check("b").is_ok(), "keys are independent");
-        std::thread::sleep(Duration::from_millis(5));
+        std::thread::sleep(Duration::from_millis(120));
         assert!(l.check("a").is_ok(), "refilled");
     }
 
